@@ -1,0 +1,502 @@
+/* uvasync: Python's asyncio, in C, on libuv.
+ *
+ * ======================================================================
+ * OWNERSHIP: the rules every function in this header follows
+ * ======================================================================
+ *
+ * 1. Futures are reference counted. A function that returns a
+ *    `uva_future_t *` hands the caller ONE reference. The caller gives it up
+ *    in exactly one of three ways:
+ *      - uva_await(f, ...)            consumes it, whatever the outcome;
+ *      - passing f to a function documented as "consumes f" (gather,
+ *        wait_for, shield, as_completed, ...): it consumes it even when it
+ *        fails;
+ *      - uva_release(f).
+ *    To keep using a future after handing it off, take another reference
+ *    with uva_ref(f) first. The one-liner `uva_await(uva_sleep(100), NULL)`
+ *    therefore leaks nothing, on any path.
+ *    Functions documented as "borrows" (uva_wait, uva_cancel, the getters)
+ *    never change the count.
+ *
+ * 2. A future's result is (status, value, free_fn). status >= 0 is success
+ *    (a task's non-negative return value); status < 0 is an error code.
+ *    The value belongs to the future until someone takes it:
+ *    uva_await(f, &out) with out != NULL moves the value to the caller, who
+ *    then frees it (free_fn is no longer called). With out == NULL, or when
+ *    the last reference is dropped with the value still inside, the future
+ *    calls free_fn(value). A result never leaks because nobody read it.
+ *
+ * 3. A function that takes a value or an item "takes ownership" takes it
+ *    even when it fails: on failure it frees it with the free_fn you gave.
+ *
+ * 4. Constructors that cannot allocate return NULL. Every function that
+ *    takes a future treats NULL as an allocation failure (UV_ENOMEM), so
+ *    `uva_await(uva_sleep(10), NULL)` returns UV_ENOMEM instead of crashing.
+ *    Bad arguments to a future constructor give a future that is already
+ *    failed with UV_EINVAL, so the error arrives where the result would.
+ *
+ * 5. Library objects (loops, locks, queues, ...) are created by *_new and
+ *    freed by the matching *_free; the caller owns them. `void *arg` and
+ *    `void *data` pointers are never touched by the library.
+ *
+ * 6. One loop per thread. Every object belongs to the loop current on the
+ *    thread that created it and must only be used on that thread; the
+ *    *_threadsafe functions are the only entry points from other threads.
+ *
+ * ERRORS: negative errno-style codes. libuv's own codes where one fits
+ * (UV_ECANCELED, UV_ETIMEDOUT, UV_ENOMEM, UV_EINVAL, ...) plus the UVA_E*
+ * codes below. uva_strerror() describes any of them.
+ *
+ * TASKS AND CANCELLATION (asyncio's one-shot CancelledError):
+ * uva_cancel(task) makes the await in progress return UV_ECANCELED (or the
+ * task's next await, if it is not awaiting). The request is delivered once;
+ * later awaits work normally so the task can clean up (they may themselves
+ * await). If the awaited future finished with a result before the cancel
+ * could take effect, that result is returned (nothing is lost) and the
+ * cancel is delivered at the task's next await instead. A task that returns
+ * while a cancel is still undelivered ends cancelled, as in asyncio.
+ * Cancelling a task that has not started yet completes it cancelled without
+ * running it.
+ */
+#ifndef UVASYNC_H
+#define UVASYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UVASYNC_VERSION_MAJOR 0
+#define UVASYNC_VERSION_MINOR 1
+#define UVASYNC_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------- errors */
+
+#define UVA_ECANCELED UV_ECANCELED /* the operation was cancelled */
+#define UVA_ETIMEDOUT UV_ETIMEDOUT /* a deadline passed */
+#define UVA_ENOTASK (-30001)       /* a suspending call made outside a task */
+#define UVA_EPENDING (-30002)      /* the future is not done yet */
+#define UVA_ESHUTDOWN (-30003)     /* the queue was shut down */
+#define UVA_EEMPTY (-30004)        /* get_nowait on an empty queue */
+#define UVA_EFULL (-30005)         /* put_nowait on a full queue */
+#define UVA_EBROKEN (-30006)       /* the barrier is broken */
+#define UVA_EBOUND (-30007)        /* bounded semaphore released too often */
+#define UVA_ENOTLOCKED (-30008)    /* release of a lock that is not held */
+#define UVA_ENOLOOP (-30009)       /* no uvasync loop on this thread */
+#define UVA_ECLOSED (-30010)       /* the loop is closing or closed */
+
+/* Message for any code above or any libuv code. Never NULL; static. */
+const char *uva_strerror(int err);
+/* Short name ("UV_ECANCELED", "UVA_ENOTASK"...). Never NULL; static. */
+const char *uva_err_name(int err);
+
+/* ----------------------------------------------------------------- types */
+
+typedef struct uva_loop uva_loop_t;
+typedef struct uva_future uva_future_t;
+
+/* A task body. Runs on its own stack as plain sequential code. Return a
+ * non-negative value for success (it becomes the task's status) or a
+ * negative error code. */
+typedef int (*uva_task_fn)(void *arg);
+/* Frees a result value or a queue item. */
+typedef void (*uva_free_fn)(void *value);
+/* Done callback: runs on the loop, from the ready queue, never inline. */
+typedef void (*uva_done_fn)(uva_future_t *f, void *data);
+
+/* ------------------------------------------------------------------ loop */
+
+/* asyncio.run(): make a loop on this thread, run main(arg) as a task until
+ * it returns, then cancel every task still running and wait for them, and
+ * close the loop. SIGINT (Ctrl-C) cancels main once; a second SIGINT kills
+ * the process the default way. Returns main's status (negative error code
+ * if it failed or was cancelled), or UV_EBUSY if this thread already has a
+ * loop, UV_ENOMEM, or UV_EINVAL if main is NULL. */
+int uva_run(uva_task_fn main, void *arg);
+
+/* Make a loop with its own uv_loop_t. It becomes this thread's current loop.
+ * Returns 0, UV_EBUSY (this thread has a loop), UV_ENOMEM, or a libuv code. */
+int uva_loop_new(uva_loop_t **out);
+/* Attach to a uv_loop_t the application already runs (the caller keeps
+ * owning and running it). uvasync adds a few handles to it: unreferenced
+ * while there is nothing to do, referenced while tasks are ready or sleeping.
+ * Work is done from those handles' callbacks, so plain uv_run(uv, ...) drives
+ * it. Returns as uva_loop_new. */
+int uva_loop_attach(uva_loop_t **out, uv_loop_t *uv);
+/* The uv_loop_t underneath (borrowed). */
+uv_loop_t *uva_loop_uv(uva_loop_t *loop);
+/* This thread's loop, or NULL. */
+uva_loop_t *uva_loop_current(void);
+/* loop.run_until_complete(f): run the loop until f is done. Borrows f.
+ * Returns f's status. UVA_ENOTASK-style misuse: called from inside a task or
+ * a loop callback (UV_EBUSY), f NULL (UV_ENOMEM), f of another loop
+ * (UV_EINVAL). */
+int uva_loop_run_until(uva_loop_t *loop, uva_future_t *f);
+/* Cancel every task still running, run the loop until they end, release
+ * what the loop holds and free it. For an attached loop, the uv_loop_t
+ * itself is left open for its owner (its handles are closed and run once).
+ * Returns 0, or UV_EBUSY when called from inside the loop. */
+int uva_loop_close(uva_loop_t *loop);
+/* Per-loop tuning. stack_size: bytes of stack per task, rounded up to pages
+ * (default 256 KiB, minimum 32 KiB; the lowest 16 KiB are a guard gap, see
+ * README "Stacks"). Affects tasks spawned afterwards. Returns 0 or
+ * UV_EINVAL. */
+int uva_loop_set_stack_size(uva_loop_t *loop, size_t stack_size);
+/* How many finished tasks' stacks keep their memory for reuse (default
+ * 262144). Stacks freed beyond that give their pages back to the kernel. */
+int uva_loop_set_stack_cache(uva_loop_t *loop, size_t stacks);
+/* Milliseconds of loop time (uv_now). */
+uint64_t uva_now(void);
+
+/* --------------------------------------------------------------- futures */
+
+/* A pending future on the current loop, for callback-style producers.
+ * NULL on ENOMEM or when this thread has no loop. */
+uva_future_t *uva_future_new(void);
+/* A future already done with status (>= 0) or failed (< 0). NULL on ENOMEM. */
+uva_future_t *uva_future_done_with(int status);
+
+/* Complete f with success: status >= 0, value (may be NULL) and the free_fn
+ * that frees it. Takes ownership of value (rule 3). Waiters run later, from
+ * the ready queue. Returns 0, UV_EINVAL (status < 0 or f done already: the
+ * value is freed). Borrows f. */
+int uva_future_resolve(uva_future_t *f, int status, void *value,
+                       uva_free_fn free_fn);
+/* Complete f with error err (< 0). Returns 0 or UV_EINVAL. Borrows f. */
+int uva_future_fail(uva_future_t *f, int err);
+
+/* Request cancellation. Borrows f. For a plain future or a sleep it
+ * completes f with UV_ECANCELED now; for a task, see "TASKS AND
+ * CANCELLATION"; for combinators, they cancel what they wait on and finish
+ * when that has finished. Returns 1 if a request was made, 0 if f was done
+ * already (asyncio's Future.cancel() bool). NULL gives 0. */
+int uva_cancel(uva_future_t *f);
+
+int uva_future_is_done(const uva_future_t *f);       /* 1 or 0 */
+int uva_future_is_cancelled(const uva_future_t *f);  /* 1 or 0 */
+/* The status: >= 0 success, < 0 error, UVA_EPENDING while pending. */
+int uva_future_status(const uva_future_t *f);
+/* The value (borrowed; still owned by f). NULL if none or taken. */
+void *uva_future_value(const uva_future_t *f);
+/* Move the value out: the caller owns it now and frees it. */
+void *uva_future_take(uva_future_t *f);
+
+/* Add one reference; returns f. */
+uva_future_t *uva_ref(uva_future_t *f);
+/* Drop one reference. At zero the future is freed, and its value with its
+ * free_fn. A pending future nobody can complete any more is freed too. NULL
+ * is ignored. */
+void uva_release(uva_future_t *f);
+
+/* Call fn(f, data) when f is done: from the ready queue on a later loop
+ * turn, never inline (also when f is done already). The registration holds a
+ * reference on f until fn has run. Returns 0 or UV_ENOMEM. */
+int uva_future_on_done(uva_future_t *f, uva_done_fn fn, void *data);
+/* Remove registrations of (fn, data) that have not run yet. Returns how many
+ * were removed. */
+int uva_future_off_done(uva_future_t *f, uva_done_fn fn, void *data);
+
+/* ----------------------------------------------------------------- tasks */
+
+/* Suspend the current task until f is done. Consumes f. Returns f's status;
+ * if out is not NULL, *out receives f's value and the caller owns it (NULL
+ * if none or on error). See "TASKS AND CANCELLATION" for how a cancel of
+ * the calling task is reported. Outside a task returns UVA_ENOTASK (and
+ * releases f); NULL f returns UV_ENOMEM.
+ * Use the macro: it records the file and line of the await for task dumps. */
+#define uva_await(f, out) uva_await_at((f), (out), __FILE__, __LINE__)
+int uva_await_at(uva_future_t *f, void **out, const char *file, int line);
+
+/* asyncio.create_task: run fn(arg) as a task on the current loop. It starts
+ * on a later loop turn (never inside uva_spawn). The loop keeps the task
+ * alive until it ends, so releasing the returned reference only means you
+ * will not look at the result ("fire and forget" is safe). The task's
+ * status is fn's return value. NULL on ENOMEM / no loop. */
+uva_future_t *uva_spawn(uva_task_fn fn, void *arg);
+/* Same, with a name (copied) for dumps; name may be NULL. */
+uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg);
+
+/* Set the value the current task's future will carry (ownership moves to
+ * the task; a previous value is freed). Returns 0 or UVA_ENOTASK (the value
+ * is freed). */
+int uva_task_return(void *value, uva_free_fn free_fn);
+/* The running task (borrowed), or NULL outside tasks. */
+uva_future_t *uva_current_task(void);
+/* 1 if f is a task. */
+int uva_is_task(const uva_future_t *f);
+/* The task's name ("task-N" unless set). Borrowed; valid while the task is. */
+const char *uva_task_name(const uva_future_t *task);
+/* Rename (copied). Returns 0, UV_EINVAL (not a task), UV_ENOMEM. */
+int uva_task_set_name(uva_future_t *task, const char *name);
+/* Where the task is suspended ("file.c:42"), "running", "not started" or
+ * "done". Borrowed; valid until the task next runs. */
+const char *uva_task_where(const uva_future_t *task);
+/* Number of cancel requests made to the current task that are not yet
+ * delivered (asyncio's cancelling()). 0 outside tasks. */
+int uva_cancelling(void);
+/* Copy up to max borrowed pointers to the loop's unfinished tasks into out;
+ * returns the total number of unfinished tasks (asyncio.all_tasks). */
+size_t uva_all_tasks(uva_loop_t *loop, uva_future_t **out, size_t max);
+/* Print one line per unfinished task (name, state, where) to stream
+ * (a FILE *; void * keeps <stdio.h> out of this header). */
+void uva_dump_tasks(uva_loop_t *loop, void *stream);
+
+/* ------------------------------------------------------------------ time */
+
+/* A future done after ms milliseconds of loop time. Costs no uv_timer_t:
+ * every sleep of a loop shares one deadline heap behind one libuv timer.
+ * uva_sleep(0) completes on the next loop turn, after I/O has been polled.
+ * NULL on ENOMEM / no loop. */
+uva_future_t *uva_sleep(uint64_t ms);
+/* asyncio.sleep(0): let every other ready task and I/O run once. Returns 0,
+ * UV_ECANCELED, or UVA_ENOTASK. */
+int uva_yield(void);
+
+/* ----------------------------------------------------------- combinators */
+
+/* One child's outcome, as gather reports it. */
+typedef struct uva_outcome {
+  int status;          /* child's status (>= 0) or error (< 0) */
+  void *value;         /* child's value, owned by the results list */
+  uva_free_fn free_fn; /* how the list frees it; set NULL to steal value */
+} uva_outcome_t;
+
+typedef struct uva_results {
+  size_t n;
+  uva_outcome_t item[]; /* in the order the futures were given */
+} uva_results_t;
+
+/* Free a results list and every value still in it. NULL is ignored. */
+void uva_results_free(uva_results_t *r);
+
+#define UVA_RETURN_EXCEPTIONS 1
+
+/* asyncio.gather. Consumes the n futures. The returned future completes
+ * when every child is done; its value is a uva_results_t (free_fn
+ * uva_results_free). Without UVA_RETURN_EXCEPTIONS, the first child error
+ * fails the gather at once with that code (the other children keep running,
+ * as in asyncio); with it, the gather always succeeds with status 0 and each
+ * outcome carries its own status. Cancelling the gather cancels every child;
+ * it then completes cancelled. n == 0 gives an empty list at once. NULL in
+ * fs counts as a child failed with UV_ENOMEM. */
+uva_future_t *uva_gather(uva_future_t *const *fs, size_t n, int flags);
+
+enum uva_return_when {
+  UVA_FIRST_COMPLETED = 1,
+  UVA_FIRST_EXCEPTION = 2,
+  UVA_ALL_COMPLETED = 3
+};
+
+/* asyncio.wait. BORROWS the n futures (you keep them to look at which are
+ * done: uva_future_is_done). Completes when return_when is met or after
+ * timeout_ms (< 0: no timeout); on timeout nothing is cancelled. Status: the
+ * number of futures done at that moment. Cancelling the wait cancels only the
+ * wait, not the futures. UV_EINVAL for a bad return_when or NULL futures. */
+uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
+                       int64_t timeout_ms);
+
+/* asyncio.wait_for. Consumes f. Completes with f's outcome, or, after
+ * timeout_ms, cancels f, waits until f has really ended and then completes
+ * with UV_ETIMEDOUT; if f produced a result while being cancelled, that
+ * result wins and is not lost. Cancelling the wait_for cancels f and ends
+ * with UV_ECANCELED (never turned into a timeout). timeout_ms < 0: none. */
+uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms);
+
+/* asyncio.shield. Consumes f. The returned future mirrors f's outcome, but
+ * cancelling it does not cancel f (f runs on; its result is freed when it
+ * arrives unless someone else holds f). */
+uva_future_t *uva_shield(uva_future_t *f);
+
+/* asyncio.as_completed: consumes the n futures and hands them back in the
+ * order they complete. */
+typedef struct uva_as_completed uva_as_completed_t;
+/* NULL on ENOMEM (the futures are released). timeout_ms < 0: none. */
+uva_as_completed_t *uva_as_completed(uva_future_t *const *fs, size_t n,
+                                     int64_t timeout_ms);
+/* A future whose value is the next completed future (free_fn uva_release):
+ * await it with out to own that future, then await that one for its
+ * result. Status UV_EOF when every future has been handed out,
+ * UV_ETIMEDOUT after the timeout. */
+uva_future_t *uva_as_completed_next(uva_as_completed_t *it);
+/* Release the futures not handed out yet (they are not cancelled) and free
+ * the iterator. */
+void uva_as_completed_free(uva_as_completed_t *it);
+
+/* asyncio.timeout(): a deadline around a block of awaits in one task.
+ * Lives on the task's stack; enter and exit in the same task, nested scopes
+ * exit in reverse order. When the deadline passes, the task is cancelled:
+ * the await in progress returns UV_ECANCELED, and uva_timeout_exit turns
+ * that into UV_ETIMEDOUT. A cancel from outside stays UV_ECANCELED. */
+typedef struct uva_timeout {
+  uint64_t deadline;
+  uint64_t seq_;
+  size_t heap_index_;
+  void (*fire_)(void *);
+  void *task_;
+  struct uva_timeout *outer_;
+  int state_;
+  int cancels_before_;
+} uva_timeout_t;
+
+/* Enter a scope ending ms from now (ms < 0: no deadline yet). Returns 0 or
+ * UVA_ENOTASK. */
+int uva_timeout_enter(uva_timeout_t *t, int64_t ms);
+/* Move the deadline to ms from now (< 0: none). Returns 0 or UV_EINVAL
+ * (expired or exited scope). */
+int uva_timeout_reschedule(uva_timeout_t *t, int64_t ms);
+/* 1 if the deadline passed while the scope was active. */
+int uva_timeout_expired(const uva_timeout_t *t);
+/* Leave the scope. rc is the block's result; returns UV_ETIMEDOUT if rc is
+ * UV_ECANCELED caused by this scope's deadline, else rc. An expiry the block
+ * never saw (it finished first) is withdrawn. */
+int uva_timeout_exit(uva_timeout_t *t, int rc);
+
+/* asyncio.TaskGroup. */
+typedef struct uva_group uva_group_t;
+/* NULL on ENOMEM / no loop. */
+uva_group_t *uva_group_new(void);
+/* Spawn fn(arg) in the group. If task_out is not NULL it receives a new
+ * reference to the task. When any task of the group fails (status < 0 other
+ * than UV_ECANCELED), every other task is cancelled. Returns 0, UV_ENOMEM,
+ * or UVA_ECLOSED (group already failed or joined: nothing spawned). */
+int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg,
+                    uva_future_t **task_out);
+/* In a task: wait for every task of the group, then free the group. Returns
+ * 0, or the first failure's code. If the calling task is cancelled while
+ * waiting, the group's tasks are cancelled, waited for, and UV_ECANCELED is
+ * returned. UVA_ENOTASK outside a task (the group is cancelled and freed
+ * once its tasks end). */
+int uva_group_join(uva_group_t *g);
+
+/* --------------------------------------------------------- sync objects */
+/* Every acquire/wait returns a future: await it in a task, or add a done
+ * callback. Waiters are served first come, first served. A waiter whose
+ * future is cancelled before it was served leaves the line without taking a
+ * wake-up, a permit or an item from anyone. Freeing an object with waiters
+ * fails them with UVA_ECLOSED. */
+
+typedef struct uva_lock uva_lock_t;
+uva_lock_t *uva_lock_new(void);                  /* NULL on ENOMEM/no loop */
+void uva_lock_free(uva_lock_t *l);
+/* Done (status 0) when the caller holds the lock. */
+uva_future_t *uva_lock_acquire(uva_lock_t *l);
+/* 0, or UVA_ENOTLOCKED if not held. Hands the lock to the next waiter. */
+int uva_lock_release(uva_lock_t *l);
+int uva_lock_locked(const uva_lock_t *l);
+
+typedef struct uva_event uva_event_t;
+uva_event_t *uva_event_new(void);
+void uva_event_free(uva_event_t *e);
+void uva_event_set(uva_event_t *e);      /* wakes every waiter */
+void uva_event_clear(uva_event_t *e);
+int uva_event_is_set(const uva_event_t *e);
+uva_future_t *uva_event_wait(uva_event_t *e);  /* done (0) once set */
+
+/* Condition over a lock: lock NULL makes a private one (borrowed from the
+ * caller otherwise, and must outlive the condition). */
+typedef struct uva_cond uva_cond_t;
+uva_cond_t *uva_cond_new(uva_lock_t *lock);
+void uva_cond_free(uva_cond_t *c);
+uva_lock_t *uva_cond_lock(uva_cond_t *c);
+/* The caller must hold the lock (UVA_ENOTLOCKED otherwise, as a failed
+ * future). Releases it, waits for a notify, re-acquires it, then completes
+ * (0). Even when cancelled, the future completes only once the lock is held
+ * again, as in asyncio. */
+uva_future_t *uva_cond_wait(uva_cond_t *c);
+/* Wake up to n waiters / all. Returns the number woken, or UVA_ENOTLOCKED. */
+int uva_cond_notify(uva_cond_t *c, int n);
+int uva_cond_notify_all(uva_cond_t *c);
+
+typedef struct uva_sem uva_sem_t;
+/* value >= 0 permits. bounded: release beyond the initial value fails with
+ * UVA_EBOUND (asyncio.BoundedSemaphore). NULL on ENOMEM / no loop. */
+uva_sem_t *uva_sem_new(unsigned value, int bounded);
+void uva_sem_free(uva_sem_t *s);
+uva_future_t *uva_sem_acquire(uva_sem_t *s);  /* done (0) with a permit */
+int uva_sem_release(uva_sem_t *s);           /* 0 or UVA_EBOUND */
+int uva_sem_locked(const uva_sem_t *s);      /* 1 if acquire would wait */
+unsigned uva_sem_value(const uva_sem_t *s);
+
+typedef struct uva_barrier uva_barrier_t;
+uva_barrier_t *uva_barrier_new(unsigned parties);  /* parties >= 1 */
+void uva_barrier_free(uva_barrier_t *b);
+/* Done when `parties` tasks have arrived; status is the arrival index
+ * (0 .. parties-1). UVA_EBROKEN once the barrier is broken (abort, or a
+ * waiter cancelled while others were waiting, as in asyncio). */
+uva_future_t *uva_barrier_wait(uva_barrier_t *b);
+void uva_barrier_abort(uva_barrier_t *b);  /* break it: waiters fail */
+void uva_barrier_reset(uva_barrier_t *b);  /* waiters fail, then reusable */
+unsigned uva_barrier_waiting(const uva_barrier_t *b);
+int uva_barrier_broken(const uva_barrier_t *b);
+
+/* ----------------------------------------------------------------- queue */
+
+enum uva_queue_kind { UVA_QUEUE_FIFO = 0, UVA_QUEUE_LIFO = 1, UVA_QUEUE_PRIORITY = 2 };
+
+typedef struct uva_queue_opts {
+  int kind;                                  /* enum uva_queue_kind */
+  size_t maxsize;                            /* 0 = unbounded */
+  int (*cmp)(const void *a, const void *b);  /* PRIORITY: < 0 if a first */
+  uva_free_fn item_free;                     /* frees items the queue drops */
+} uva_queue_opts_t;
+
+typedef struct uva_queue uva_queue_t;
+/* opts NULL: unbounded FIFO that never frees items. NULL on ENOMEM, no
+ * loop, or PRIORITY without cmp. Items are void *: the queue owns an item
+ * from put until get hands it out (rule 3: a failed put frees the item with
+ * item_free). */
+uva_queue_t *uva_queue_new(const uva_queue_opts_t *opts);
+/* Fails pending getters/putters/joiners with UVA_ECLOSED, frees items left. */
+void uva_queue_free(uva_queue_t *q);
+/* Done (0) once the item is in the queue (waits while full). UVA_ESHUTDOWN
+ * after shutdown. */
+uva_future_t *uva_queue_put(uva_queue_t *q, void *item);
+/* Done with the item as value (free_fn item_free). UVA_ESHUTDOWN once shut
+ * down and empty (or at once after an immediate shutdown). */
+uva_future_t *uva_queue_get(uva_queue_t *q);
+int uva_queue_put_nowait(uva_queue_t *q, void *item); /* 0, UVA_EFULL, UVA_ESHUTDOWN */
+int uva_queue_get_nowait(uva_queue_t *q, void **item); /* 0, UVA_EEMPTY, UVA_ESHUTDOWN */
+/* One item handed out by get is processed. 0, or UV_EINVAL if called more
+ * times than there were items. */
+int uva_queue_task_done(uva_queue_t *q);
+/* Done when every item put has been marked task_done. */
+uva_future_t *uva_queue_join(uva_queue_t *q);
+/* asyncio Queue.shutdown(immediate): puts fail from now on; getters fail
+ * once the queue is empty. immediate also drops the items left (freed with
+ * item_free, each counted as task_done) and fails getters at once. */
+void uva_queue_shutdown(uva_queue_t *q, int immediate);
+size_t uva_queue_size(const uva_queue_t *q);
+int uva_queue_empty(const uva_queue_t *q);
+int uva_queue_full(const uva_queue_t *q);
+
+/* ----------------------------------------------------- other threads */
+
+/* loop.call_soon_threadsafe: from any thread, run fn(arg) on the loop's
+ * thread on a later loop turn. Returns 0, UV_ENOMEM, UVA_ECLOSED (loop
+ * closing: fn will not run). */
+int uva_call_threadsafe(uva_loop_t *loop, void (*fn)(void *arg), void *arg);
+
+/* asyncio.run_coroutine_threadsafe: spawn fn(arg) as a task on loop from
+ * another thread and wait for its result there. */
+typedef struct uva_tsfuture uva_tsfuture_t;
+/* NULL on ENOMEM. If the loop closes before the task ends, the result is
+ * UVA_ECLOSED or UV_ECANCELED. */
+uva_tsfuture_t *uva_submit_threadsafe(uva_loop_t *loop, uva_task_fn fn, void *arg);
+/* Block the calling thread (not the loop's) until the task ends or
+ * timeout_ms passes (< 0: forever). Returns the task's status, or
+ * UV_ETIMEDOUT (the task keeps running), or UV_EBUSY when called on the
+ * loop's own thread (it would deadlock). *out receives the value (owned by
+ * the caller) when not NULL and the task succeeded. */
+int uva_tsfuture_wait(uva_tsfuture_t *t, int64_t timeout_ms, void **out);
+/* Ask the loop to cancel the task (from any thread). */
+void uva_tsfuture_cancel(uva_tsfuture_t *t);
+/* Free the handle (from any thread). The task runs on if not done. */
+void uva_tsfuture_free(uva_tsfuture_t *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UVASYNC_H */

@@ -1,0 +1,258 @@
+/* Internal structures shared by the layers in lib/. Not installed. */
+#ifndef UVA_INTERNAL_H
+#define UVA_INTERNAL_H
+
+#include "uvasync.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define UVA_UNUSED(x) ((void)(x))
+#define UVA_CONTAINER_OF(ptr, type, field) \
+  ((type *)((char *)(ptr) - offsetof(type, field)))
+
+/* ------------------------------------------------------------ allocator */
+/* The one allocator seam: every allocation in lib/ goes through these, so
+ * tests can count live blocks and make the Nth allocation fail. */
+void *uva__malloc(size_t n);
+void *uva__calloc(size_t n, size_t size);
+void *uva__realloc(void *p, size_t n);
+void uva__free(void *p);
+char *uva__strdup(const char *s);
+
+/* Test hooks (exported from the static library only for tests). */
+long uva_test_alloc_live(void);          /* blocks currently allocated */
+void uva_test_alloc_fail_after(long n);  /* n-th allocation from now fails; -1 off */
+long uva_test_alloc_count(void);         /* allocations made so far */
+
+/* -------------------------------------------------------------- lists */
+/* Circular doubly linked list with a sentinel head. */
+typedef struct uva__link {
+  struct uva__link *prev, *next;
+} uva__link_t;
+
+static inline void uva__list_init(uva__link_t *h) { h->prev = h->next = h; }
+static inline bool uva__list_empty(const uva__link_t *h) { return h->next == h; }
+static inline void uva__list_push(uva__link_t *h, uva__link_t *n) {
+  n->prev = h->prev;
+  n->next = h;
+  h->prev->next = n;
+  h->prev = n;
+}
+static inline void uva__list_unlink(uva__link_t *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->prev = n->next = n;
+}
+static inline uva__link_t *uva__list_shift(uva__link_t *h) {
+  uva__link_t *n = h->next;
+  if (n == h) return NULL;
+  uva__list_unlink(n);
+  return n;
+}
+
+/* ----------------------------------------------------------- callbacks */
+/* A done callback waiting on a future, then a node on the ready queue.
+ * Singly linked in both places: completing a future splices its whole list
+ * onto the ready queue in O(1). */
+typedef struct uva__cb {
+  struct uva__cb *next;
+  uva_done_fn fn;
+  void *data;
+  uva_future_t *fut;  /* holds a reference while registered/queued */
+  bool embedded;      /* part of a larger struct: not from the free list */
+} uva__cb_t;
+
+typedef struct uva__cbq {
+  uva__cb_t *head, *tail;
+} uva__cbq_t;
+
+/* ---------------------------------------------------------------- timers */
+/* An entry in the loop's deadline heap. Embedded in whatever needs a
+ * deadline (sleep futures, timeout scopes, wait_for...). */
+typedef struct uva__timer {
+  uint64_t deadline;
+  uint64_t seq;      /* FIFO among equal deadlines */
+  size_t index;      /* position in the heap; SIZE_MAX when not armed */
+  void (*fire)(struct uva__timer *t);
+} uva__timer_t;
+
+int uva__timer_start(uva_loop_t *loop, uva__timer_t *t, uint64_t deadline);
+void uva__timer_stop(uva_loop_t *loop, uva__timer_t *t);
+static inline bool uva__timer_armed(const uva__timer_t *t) {
+  return t->index != SIZE_MAX;
+}
+
+/* --------------------------------------------------------------- futures */
+enum { UVA__PENDING = 0, UVA__DONE = 1 };
+
+typedef struct uva__fops {
+  const char *kind;
+  /* Request cancellation of a pending future. Returns 1 if accepted. */
+  int (*cancel)(uva_future_t *f);
+  /* Free kind-specific resources; the base is freed by the caller. */
+  void (*destroy)(uva_future_t *f);
+  size_t size; /* allocation size: small futures come from a free list */
+} uva__fops_t;
+
+struct uva_future {
+  const uva__fops_t *ops;
+  uva_loop_t *loop;
+  uint32_t refs;
+  uint8_t state;
+  uint8_t is_task;
+  int status;
+  void *value;
+  uva_free_fn free_fn;
+  uva__cbq_t cbs;        /* done callbacks not yet queued */
+  uva__link_t link;      /* the one list a pending future sits on */
+};
+
+/* Small futures (plain, sleep, sync waiters) share one free-list size. */
+typedef struct uva__small_future {
+  uva_future_t base;
+  uva__timer_t timer;
+  void *item;            /* queue put: the item to insert */
+  void *owner;           /* the sync object whose line it stands in */
+} uva__small_future_t;
+
+uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops);
+void uva__future_complete(uva_future_t *f, int status, void *value,
+                          uva_free_fn free_fn);
+/* Default cancel: complete with UV_ECANCELED now. */
+int uva__future_cancel_now(uva_future_t *f);
+extern const uva__fops_t uva__plain_fops;
+uva__cb_t *uva__cb_alloc(uva_loop_t *loop);
+void uva__cb_add(uva_future_t *f, uva__cb_t *cb);
+
+/* -------------------------------------------------------------- stacks */
+typedef struct uva__stack {
+  struct uva__stack *next;  /* pool free list */
+  char *base;               /* lowest usable address (above the guard gap) */
+  char *top;                /* highest address, 16-aligned */
+  size_t size;              /* slot size */
+  unsigned valgrind_id;
+} uva__stack_t;
+
+typedef struct uva__stack_pool uva__stack_pool_t;
+uva__stack_pool_t *uva__stack_pool_new(void);
+void uva__stack_pool_free(uva__stack_pool_t *p);
+uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size);
+void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s);
+void uva__stack_pool_set_cache(uva__stack_pool_t *p, size_t n);
+#define UVA__STACK_GAP (16 * 1024)
+
+/* -------------------------------------------------------- context switch */
+/* A saved context is an opaque pointer (the saved stack pointer for the asm
+ * backends, a ucontext_t * for the fallback). */
+typedef struct uva__ctx {
+  void *sp;
+#if defined(UVA_CORO_UCONTEXT)
+  void *uc;  /* ucontext_t, allocated lazily */
+#endif
+} uva__ctx_t;
+
+int uva__ctx_init(uva__ctx_t *ctx); /* zeroed; ucontext allocates */
+/* Prepare ctx to run entry() on stack s when first switched to. */
+int uva__ctx_make(uva__ctx_t *ctx, uva__stack_t *s, void (*entry)(void));
+void uva__ctx_destroy(uva__ctx_t *ctx);
+/* Save the current context into from, resume to. `to_stack` is the stack
+ * being entered (NULL for the loop's own thread stack) and `from_stack` the
+ * one being left; both only for sanitizer annotations. `from_exiting` says
+ * the context left will never be resumed. */
+void uva__ctx_switch(uva__ctx_t *from, uva__ctx_t *to, uva__stack_t *from_stack,
+                     uva__stack_t *to_stack, bool from_exiting);
+const char *uva__ctx_backend(void);
+
+/* ------------------------------------------------------------------ task */
+typedef struct uva__task {
+  uva_future_t base;
+  uva_task_fn fn;
+  void *arg;
+  uva__ctx_t ctx;
+  uva__stack_t *stack;
+  uva__cb_t wake;           /* the await's wake-up node */
+  uva_future_t *awaiting;   /* what the task is suspended on */
+  const char *await_file;
+  int await_line;
+  int cancel_requests;      /* asyncio cancelling() */
+  int cancel_pending;       /* a request not yet delivered */
+  uint8_t started, finished;
+  int result;
+  void *ret_value;
+  uva_free_fn ret_free;
+  char *name;
+  uint64_t id;
+  uva_timeout_t *timeouts;  /* innermost active timeout scope */
+  uva__link_t all;          /* loop's list of unfinished tasks */
+  char where[64];
+} uva__task_t;
+
+extern const uva__fops_t uva__task_fops;
+uva__task_t *uva__task_current(void);
+/* Internal spawn on a given loop. */
+uva_future_t *uva__spawn(uva_loop_t *loop, const char *name, uva_task_fn fn,
+                         void *arg);
+/* Cancel a task with a request counted for a timeout scope. */
+int uva__task_cancel(uva__task_t *t);
+
+/* ------------------------------------------------------------------ loop */
+struct uva_loop {
+  uv_loop_t *uv;
+  bool own_uv;
+  bool closing;
+  bool in_drain;
+  uv_idle_t idle;     /* keeps poll from blocking while work is ready */
+  uv_check_t check;   /* drains the ready queue once per loop turn */
+  uv_timer_t timer;   /* the earliest deadline of the heap */
+  uv_async_t async;   /* wake-ups from other threads */
+  uv_signal_t sigint; /* uva_run only */
+  bool sigint_active;
+  bool timer_active;
+  bool in_timer_cb;
+  uint64_t timer_due;
+  uva__cbq_t ready;   /* run on this turn */
+  uva__cbq_t next;    /* run on the next turn (yields) */
+  uva__timer_t **heap;
+  size_t heap_len, heap_cap;
+  uint64_t timer_seq;
+  uva__link_t yields; /* sleep(0) futures */
+  /* free lists */
+  uva__small_future_t *free_small;
+  uva__task_t *free_tasks;
+  uva__cb_t *free_cbs;
+  size_t stack_size;
+  uva__stack_pool_t *stacks;
+  uva__ctx_t sched_ctx;         /* the loop's own (thread) stack */
+  uva__task_t *current;
+  uva__link_t tasks;            /* unfinished tasks */
+  size_t ntasks;
+  uint64_t task_ids;
+  /* thread-safe submissions */
+  uv_mutex_t *ts_mutex;
+  struct uva__tscall *ts_head, *ts_tail;
+  bool ts_closed;
+  uva_future_t *main_task;
+};
+
+extern _Thread_local uva_loop_t *uva__loop_tls;
+
+static inline uva_loop_t *uva__loop(void) { return uva__loop_tls; }
+/* Put a callback node on the ready queue. */
+void uva__ready_push(uva_loop_t *loop, uva__cb_t *cb);
+void uva__next_push(uva_loop_t *loop, uva__cb_t *cb);
+void uva__ready_splice(uva_loop_t *loop, uva__cbq_t *q);
+void uva__loop_wake(uva_loop_t *loop);
+/* Run the ready queue (check callback). */
+void uva__drain(uva_loop_t *loop);
+/* Timer heap maintenance. */
+void uva__timers_close(uva_loop_t *loop);
+void uva__yields_run(uva_loop_t *loop);
+/* Thread-safe parts. */
+int uva__ts_init(uva_loop_t *loop);
+void uva__ts_run(uva_loop_t *loop);
+void uva__ts_close(uva_loop_t *loop);
+void uva__tasks_close(uva_loop_t *loop);
+
+#endif

@@ -1,0 +1,277 @@
+/* The loop: a uv_loop_t plus a ready queue, a deadline heap and a stack pool.
+ *
+ * libuv callbacks only ever complete futures; completing a future queues its
+ * waiters on the ready queue, and the queue is drained from one uv_check_t
+ * callback per loop turn. A uv_idle_t is active exactly while something is
+ * queued, so poll does not block then. Nothing of the user's runs inside a
+ * libuv callback other than ours.
+ *
+ * One drain runs what was queued at its start plus what those wake up (a
+ * future completed by a task resumes its waiter in the same turn, which is
+ * what makes a queue ping-pong cost ~100 ns and not a trip through epoll),
+ * but at most DRAIN_BUDGET nodes beyond the initial ones, so tasks that keep
+ * waking each other cannot starve I/O. Yields (sleep(0)) always wait for the
+ * next turn. */
+#include "internal.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DRAIN_BUDGET 4096
+
+_Thread_local uva_loop_t *uva__loop_tls;
+
+uva_loop_t *uva_loop_current(void) { return uva__loop_tls; }
+uv_loop_t *uva_loop_uv(uva_loop_t *loop) { return loop ? loop->uv : NULL; }
+
+static void on_idle(uv_idle_t *h) { UVA_UNUSED(h); }
+
+void uva__loop_wake(uva_loop_t *loop) {
+  if (!uv_is_active((uv_handle_t *)&loop->idle)) uv_idle_start(&loop->idle, on_idle);
+}
+
+void uva__ready_push(uva_loop_t *loop, uva__cb_t *cb) {
+  cb->next = NULL;
+  if (loop->ready.tail) loop->ready.tail->next = cb; else loop->ready.head = cb;
+  loop->ready.tail = cb;
+  uva__loop_wake(loop);
+}
+
+void uva__next_push(uva_loop_t *loop, uva__cb_t *cb) {
+  cb->next = NULL;
+  if (loop->next.tail) loop->next.tail->next = cb; else loop->next.head = cb;
+  loop->next.tail = cb;
+  uva__loop_wake(loop);
+}
+
+void uva__ready_splice(uva_loop_t *loop, uva__cbq_t *q) {
+  if (q->head == NULL) return;
+  if (loop->ready.tail) loop->ready.tail->next = q->head; else loop->ready.head = q->head;
+  loop->ready.tail = q->tail;
+  uva__loop_wake(loop);
+}
+
+void uva__drain(uva_loop_t *loop) {
+  loop->in_drain = true;
+  /* Last turn's yields first, then nodes parked for this turn. */
+  uva__yields_run(loop);
+  if (loop->next.head) {
+    uva__cbq_t n = loop->next;
+    loop->next.head = loop->next.tail = NULL;
+    uva__ready_splice(loop, &n);
+  }
+  /* Everything queued now runs; what that wakes runs too, within budget. */
+  uva__cb_t *last_initial = loop->ready.tail;
+  bool past_initial = last_initial == NULL;
+  size_t extra = 0;
+  uva__cb_t *cb;
+  while ((cb = loop->ready.head) != NULL) {
+    if (past_initial && ++extra > DRAIN_BUDGET) break;
+    loop->ready.head = cb->next;
+    if (loop->ready.head == NULL) loop->ready.tail = NULL;
+    if (cb == last_initial) past_initial = true;
+    /* The node may be reused or freed by fn (a task's embedded wake node
+     * is re-armed by its next await): read it first. */
+    uva_future_t *f = cb->fut;
+    bool embedded = cb->embedded;
+    uva_done_fn fn = cb->fn;
+    void *data = cb->data;
+    if (!embedded) {
+      cb->next = loop->free_cbs;
+      loop->free_cbs = cb;
+    }
+    fn(f, data);
+    if (f) uva_release(f);
+  }
+  loop->in_drain = false;
+  if (loop->ready.head == NULL && loop->next.head == NULL && uva__list_empty(&loop->yields))
+    uv_idle_stop(&loop->idle);
+}
+
+static void on_check(uv_check_t *h) { uva__drain(h->data); }
+
+static int loop_init(uva_loop_t **out, uv_loop_t *uv) {
+  *out = NULL;
+  if (uva__loop_tls != NULL) return UV_EBUSY;
+  uva_loop_t *loop = uva__calloc(1, sizeof *loop);
+  if (loop == NULL) return UV_ENOMEM;
+  int rc = UV_ENOMEM;
+  loop->stacks = uva__stack_pool_new();
+  if (loop->stacks == NULL) goto fail;
+  if ((rc = uva__ctx_init(&loop->sched_ctx)) != 0) goto fail;
+  if (uv == NULL) {
+    uv = uva__malloc(sizeof *uv);
+    rc = UV_ENOMEM;
+    if (uv == NULL) goto fail;
+    if ((rc = uv_loop_init(uv)) != 0) {
+      uva__free(uv);
+      goto fail;
+    }
+    loop->own_uv = true;
+  }
+  loop->uv = uv;
+  loop->stack_size = 256 * 1024;
+  uva__list_init(&loop->yields);
+  uva__list_init(&loop->tasks);
+  if ((rc = uva__ts_init(loop)) != 0) goto fail_uv;
+  uv_idle_init(uv, &loop->idle);
+  uv_check_init(uv, &loop->check);
+  uv_timer_init(uv, &loop->timer);
+  loop->idle.data = loop->check.data = loop->timer.data = loop;
+  uv_check_start(&loop->check, on_check);
+  /* The check handle is always active; unreferenced, it does not keep the
+   * loop alive by itself: only ready work (idle), sleeps (timer) and the
+   * application's own handles do. */
+  uv_unref((uv_handle_t *)&loop->check);
+  uva__loop_tls = loop;
+  *out = loop;
+  return 0;
+fail_uv:
+  if (loop->own_uv) {
+    uv_loop_close(uv);
+    uva__free(uv);
+  }
+fail:
+  uva__ctx_destroy(&loop->sched_ctx);
+  uva__stack_pool_free(loop->stacks);
+  uva__free(loop);
+  return rc;
+}
+
+int uva_loop_new(uva_loop_t **out) {
+  if (out == NULL) return UV_EINVAL;
+  return loop_init(out, NULL);
+}
+
+int uva_loop_attach(uva_loop_t **out, uv_loop_t *uv) {
+  if (out == NULL || uv == NULL) return UV_EINVAL;
+  return loop_init(out, uv);
+}
+
+int uva_loop_set_stack_size(uva_loop_t *loop, size_t size) {
+  if (loop == NULL || size < 32 * 1024 || size > ((size_t)1 << 30)) return UV_EINVAL;
+  size_t page = 4096;
+  loop->stack_size = (size + page - 1) & ~(page - 1);
+  return 0;
+}
+
+int uva_loop_set_stack_cache(uva_loop_t *loop, size_t stacks) {
+  if (loop == NULL) return UV_EINVAL;
+  uva__stack_pool_set_cache(loop->stacks, stacks);
+  return 0;
+}
+
+/* One blocking turn of the loop. When nothing keeps it alive, wait for a
+ * wake-up from another thread (the async handle) rather than spin: like
+ * asyncio, a future nobody will complete waits forever. */
+static bool idle_now(uva_loop_t *loop) {
+  return loop->ready.head == NULL && loop->next.head == NULL &&
+         uva__list_empty(&loop->yields);
+}
+
+static bool close_done(uva_loop_t *loop) { return loop->ntasks == 0 && idle_now(loop); }
+
+/* `until` is the future being waited for, NULL while closing. */
+static void turn(uva_loop_t *loop, uva_future_t *until) {
+  if (uv_run(loop->uv, UV_RUN_ONCE) == 0 && idle_now(loop) &&
+      (until ? until->state == UVA__PENDING : !close_done(loop))) {
+    uv_ref((uv_handle_t *)&loop->async);
+    uv_run(loop->uv, UV_RUN_ONCE);
+    uv_unref((uv_handle_t *)&loop->async);
+  }
+}
+
+int uva_loop_run_until(uva_loop_t *loop, uva_future_t *f) {
+  if (f == NULL) return UV_ENOMEM;
+  if (loop == NULL || f->loop != loop) return UV_EINVAL;
+  if (loop->in_drain || loop->current) return UV_EBUSY;
+  uva_ref(f);
+  while (f->state == UVA__PENDING) turn(loop, f);
+  int st = f->status;
+  uva_release(f);
+  return st;
+}
+
+static void on_close_noop(uv_handle_t *h) { UVA_UNUSED(h); }
+
+int uva_loop_close(uva_loop_t *loop) {
+  if (loop == NULL) return UV_EINVAL;
+  if (loop->in_drain || loop->current) return UV_EBUSY;
+  /* asyncio.run's shutdown: cancel what is left and let it finish. */
+  uva__tasks_close(loop);
+  while (!close_done(loop)) turn(loop, NULL);
+  uva__ts_close(loop);
+  uv_close((uv_handle_t *)&loop->idle, on_close_noop);
+  uv_close((uv_handle_t *)&loop->check, on_close_noop);
+  uv_close((uv_handle_t *)&loop->timer, on_close_noop);
+  uv_close((uv_handle_t *)&loop->async, on_close_noop);
+  if (loop->sigint_active) uv_close((uv_handle_t *)&loop->sigint, on_close_noop);
+  uv_run(loop->uv, UV_RUN_NOWAIT);
+  if (loop->own_uv) {
+    uv_run(loop->uv, UV_RUN_DEFAULT);
+    uv_loop_close(loop->uv);
+    uva__free(loop->uv);
+  }
+  uva__timers_close(loop);
+  while (loop->free_small) {
+    uva__small_future_t *s = loop->free_small;
+    loop->free_small = *(uva__small_future_t **)s;
+    uva__free(s);
+  }
+  while (loop->free_tasks) {
+    uva__task_t *t = loop->free_tasks;
+    loop->free_tasks = *(uva__task_t **)t;
+    uva__ctx_destroy(&t->ctx);
+    uva__free(t);
+  }
+  while (loop->free_cbs) {
+    uva__cb_t *cb = loop->free_cbs;
+    loop->free_cbs = cb->next;
+    uva__free(cb);
+  }
+  uva__stack_pool_free(loop->stacks);
+  uva__ctx_destroy(&loop->sched_ctx);
+  if (uva__loop_tls == loop) uva__loop_tls = NULL;
+  uva__free(loop);
+  return 0;
+}
+
+/* -------------------------------------------------------------- uva_run */
+
+static void on_sigint(uv_signal_t *h, int signum) {
+  uva_loop_t *loop = h->data;
+  if (loop->main_task && !uva_future_is_done(loop->main_task) &&
+      !uva_future_is_cancelled(loop->main_task) && h->signum == signum) {
+    /* First Ctrl-C: cancel main and let it clean up. A second one gets
+     * the default action (asyncio raises KeyboardInterrupt then). */
+    uva_cancel(loop->main_task);
+    uv_signal_stop(h);
+    signal(SIGINT, SIG_DFL);
+  }
+}
+
+int uva_run(uva_task_fn main, void *arg) {
+  if (main == NULL) return UV_EINVAL;
+  uva_loop_t *loop;
+  int rc = uva_loop_new(&loop);
+  if (rc != 0) return rc;
+  if (uv_signal_init(loop->uv, &loop->sigint) == 0) {
+    loop->sigint_active = true;
+    loop->sigint.data = loop;
+    uv_signal_start(&loop->sigint, on_sigint, SIGINT);
+    uv_unref((uv_handle_t *)&loop->sigint);
+  }
+  uva_future_t *f = uva__spawn(loop, "main", main, arg);
+  if (f == NULL) {
+    rc = UV_ENOMEM;
+  } else {
+    loop->main_task = f;
+    rc = uva_loop_run_until(loop, f);
+    loop->main_task = NULL;
+    uva_release(f);
+  }
+  uva_loop_close(loop);
+  return rc;
+}

@@ -1,0 +1,3 @@
+#include "helpers.h"
+static Suite *suite(void) { Suite *s = suite_create("combine"); return s; }
+TEST_MAIN(suite)

@@ -1,0 +1,3 @@
+#include "helpers.h"
+static Suite *suite(void) { Suite *s = suite_create("timer"); return s; }
+TEST_MAIN(suite)
