@@ -78,12 +78,18 @@ void uva__drain(uva_loop_t *loop) {
     bool embedded = cb->embedded;
     uva_done_fn fn = cb->fn;
     void *data = cb->data;
-    if (!embedded) {
+    if (embedded) {
+      /* An embedded node's owner (a task's await) holds its own reference
+       * on f: drop the queue's now, so a value nobody reads is freed as
+       * soon as the owner lets go, not one callback later. */
+      if (f) uva_release(f);
+      fn(f, data);
+    } else {
       cb->next = loop->free_cbs;
       loop->free_cbs = cb;
+      fn(f, data);
+      if (f) uva_release(f);
     }
-    fn(f, data);
-    if (f) uva_release(f);
   }
   loop->in_drain = false;
   if (loop->ready.head == NULL && loop->next.head == NULL && uva__list_empty(&loop->yields))

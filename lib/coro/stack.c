@@ -16,7 +16,9 @@
  *    over, at the cost of two mappings per stack);
  *  - finished tasks' stacks go to a LIFO pool, so the next task reuses warm
  *    pages; beyond `cache` pooled stacks, pages are given back with
- *    MADV_DONTNEED. */
+ *    MADV_DONTNEED;
+ *  - slot tops are staggered by a multiple of 64 bytes (< 2 KiB) so hot
+ *    frames of different tasks do not compete for the same cache sets. */
 #include "../internal.h"
 
 #include <stdlib.h>
@@ -101,7 +103,10 @@ static int chunk_add(uva__stack_pool_t *p, size_t slot) {
     uva__stack_t *s = &c->stacks[i];
     char *slot_lo = c->mem + (size_t)i * slot;
     s->base = slot_lo + UVA__STACK_GAP;
-    s->top = slot_lo + slot;
+    /* Stagger the tops within their page: slots are 2^n apart, so without
+     * this every task's hot frames would land in the same L1/L2 cache sets
+     * and evict each other (warm spawn of 200k tasks ran at ~1 us/task). */
+    s->top = slot_lo + slot - (size_t)((i * 7) % 32) * 64;
     s->size = slot;
     if (p->guard) mprotect(slot_lo, UVA__STACK_GAP, PROT_NONE);
 #ifdef UVA_VALGRIND
