@@ -328,12 +328,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_await_outside_task_is_enotask);
   tcase_add_test(tc, test_task_can_use_most_of_its_stack);
   suite_add_tcase(s, tc);
-  /* Under AddressSanitizer the overflow is caught by ASan itself first. */
-  if (getenv("UVA_TEST_NO_OVERFLOW") == NULL) {
-    TCase *ov = tcase_create("overflow");
-    tcase_add_test_raise_signal(ov, test_stack_overflow_is_detected, SIGABRT);
-    suite_add_tcase(s, ov);
-  }
+  TCase *ov = tcase_create("overflow");
+  tcase_add_test_raise_signal(ov, test_stack_overflow_is_detected, SIGABRT);
+  suite_add_tcase(s, ov);
   return s;
 }
 TEST_MAIN(suite)

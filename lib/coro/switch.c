@@ -35,19 +35,21 @@ static _Thread_local size_t thread_stack_size;
 
 const char *uva__ctx_backend(void) { return "ucontext"; }
 
-int uva__ctx_make(uva__ctx_t *ctx, uva__stack_t *s, void (*entry)(void)) {
-  ucontext_t *uc = ctx->uc;
-  if (uc == NULL) {
-    uc = uva__malloc(sizeof *uc);
-    if (uc == NULL) return UV_ENOMEM;
-    ctx->uc = uc;
-  }
+/* getcontext() returns twice: keep it in a function whose locals are not
+ * modified around it (-Wclobbered). */
+static int uc_init(ucontext_t *const uc, uva__stack_t *s, void (*entry)(void)) {
   if (getcontext(uc) != 0) return UV_EINVAL;
   uc->uc_stack.ss_sp = s->base;
   uc->uc_stack.ss_size = (size_t)(s->top - s->base);
   uc->uc_link = NULL;
   makecontext(uc, entry, 0);
   return 0;
+}
+
+int uva__ctx_make(uva__ctx_t *ctx, uva__stack_t *s, void (*entry)(void)) {
+  if (ctx->uc == NULL && (ctx->uc = uva__malloc(sizeof(ucontext_t))) == NULL)
+    return UV_ENOMEM;
+  return uc_init(ctx->uc, s, entry);
 }
 
 void uva__ctx_destroy(uva__ctx_t *ctx) {
