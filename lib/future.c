@@ -14,25 +14,34 @@ const uva__fops_t uva__plain_fops = {"future", uva__future_cancel_now, NULL,
 
 uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops) {
   uva_future_t *f;
-  if (ops->size <= sizeof(uva__small_future_t) && loop->free_small) {
+  if (ops->size <= sizeof(uva__small_future_t)) {
+    /* The hot path (sleeps, waiters, queue ops): a free-list pop and a
+     * field-by-field init, no memset. */
     uva__small_future_t *s = loop->free_small;
-    loop->free_small = *(uva__small_future_t **)s;
+    if (s) {
+      loop->free_small = *(uva__small_future_t **)s;
+    } else if ((s = uva__malloc(sizeof *s)) == NULL) {
+      return NULL;
+    }
+    s->timer.index = SIZE_MAX;
+    s->timer.fire = NULL;
+    s->item = NULL;
+    s->owner = NULL;
     f = &s->base;
+    f->is_task = 0;
+    f->value = NULL;
+    f->free_fn = NULL;
+    f->cbs.head = f->cbs.tail = NULL;
   } else {
-    size_t size = ops->size < sizeof(uva__small_future_t) ? sizeof(uva__small_future_t)
-                                                          : ops->size;
-    f = uva__malloc(size);
-    if (f == NULL) return NULL;
+    /* Larger kinds (combinators) get zeroed memory beyond the base. */
+    if ((f = uva__calloc(1, ops->size)) == NULL) return NULL;
   }
-  memset(f, 0, ops->size < sizeof(uva__small_future_t) ? sizeof(uva__small_future_t)
-                                                       : ops->size);
   f->ops = ops;
   f->loop = loop;
   f->refs = 1;
+  f->state = UVA__PENDING;
   f->status = UVA_EPENDING;
   uva__list_init(&f->link);
-  if (ops->size <= sizeof(uva__small_future_t))
-    ((uva__small_future_t *)f)->timer.index = SIZE_MAX;
   return f;
 }
 

@@ -203,6 +203,7 @@ struct uva_loop {
   bool own_uv;
   bool closing;
   bool in_drain;
+  size_t drain_left;  /* nodes this drain may still run (direct switches too) */
   uv_idle_t idle;     /* keeps poll from blocking while work is ready */
   uv_check_t check;   /* drains the ready queue once per loop turn */
   uv_timer_t timer;   /* the earliest deadline of the heap */
@@ -236,7 +237,14 @@ struct uva_loop {
   uva_future_t *main_task;
 };
 
-extern _Thread_local uva_loop_t *uva__loop_tls;
+/* initial-exec: the library is compiled -fPIC (for the shared build), and
+ * the default TLS model would make every access a __tls_get_addr call. */
+#if defined(__GNUC__)
+#define UVA_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define UVA_TLS_MODEL
+#endif
+extern _Thread_local uva_loop_t *uva__loop_tls UVA_TLS_MODEL;
 
 static inline uva_loop_t *uva__loop(void) { return uva__loop_tls; }
 /* Put a callback node on the ready queue. */

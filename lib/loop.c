@@ -6,12 +6,11 @@
  * queued, so poll does not block then. Nothing of the user's runs inside a
  * libuv callback other than ours.
  *
- * One drain runs what was queued at its start plus what those wake up (a
- * future completed by a task resumes its waiter in the same turn, which is
- * what makes a queue ping-pong cost ~100 ns and not a trip through epoll),
- * but at most DRAIN_BUDGET nodes beyond the initial ones, so tasks that keep
- * waking each other cannot starve I/O. Yields (sleep(0)) always wait for the
- * next turn. */
+ * One drain runs what is ready plus what that wakes up (a future completed
+ * by a task resumes its waiter in the same turn: a queue ping-pong then
+ * costs ~100 ns, not a trip through epoll), up to DRAIN_BUDGET nodes, so
+ * tasks that keep waking each other cannot starve I/O; the rest runs on the
+ * next turn, in order. Yields (sleep(0)) always wait for the next turn. */
 #include "internal.h"
 
 #include <signal.h>
@@ -19,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DRAIN_BUDGET 4096
+#define DRAIN_BUDGET 65536
 
-_Thread_local uva_loop_t *uva__loop_tls;
+_Thread_local uva_loop_t *uva__loop_tls UVA_TLS_MODEL;
 
 uva_loop_t *uva_loop_current(void) { return uva__loop_tls; }
 uv_loop_t *uva_loop_uv(uva_loop_t *loop) { return loop ? loop->uv : NULL; }
@@ -62,23 +61,20 @@ void uva__drain(uva_loop_t *loop) {
     loop->next.head = loop->next.tail = NULL;
     uva__ready_splice(loop, &n);
   }
-  /* Everything queued now runs; what that wakes runs too, within budget. */
-  uva__cb_t *last_initial = loop->ready.tail;
-  bool past_initial = last_initial == NULL;
-  size_t extra = 0;
+  /* Run what is ready and what that wakes, within a budget shared with the
+   * direct task-to-task switches in task.c. */
+  loop->drain_left = DRAIN_BUDGET;
   uva__cb_t *cb;
-  while ((cb = loop->ready.head) != NULL) {
-    if (past_initial && ++extra > DRAIN_BUDGET) break;
+  while (loop->drain_left > 0 && (cb = loop->ready.head) != NULL) {
+    loop->drain_left--;
     loop->ready.head = cb->next;
     if (loop->ready.head == NULL) loop->ready.tail = NULL;
-    if (cb == last_initial) past_initial = true;
     /* The node may be reused or freed by fn (a task's embedded wake node
      * is re-armed by its next await): read it first. */
     uva_future_t *f = cb->fut;
-    bool embedded = cb->embedded;
     uva_done_fn fn = cb->fn;
     void *data = cb->data;
-    if (embedded) {
+    if (cb->embedded) {
       /* An embedded node's owner (a task's await) holds its own reference
        * on f: drop the queue's now, so a value nobody reads is freed as
        * soon as the owner lets go, not one callback later. */
