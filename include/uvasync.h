@@ -28,6 +28,8 @@
  *
  * 3. A function that takes a value or an item "takes ownership" takes it
  *    even when it fails: on failure it frees it with the free_fn you gave.
+ *    The one exception is the *_nowait functions: they take the item only
+ *    when they succeed, so a caller told "full" still has it to retry.
  *
  * 4. Constructors that cannot allocate return NULL. Every function that
  *    takes a future treats NULL as an allocation failure (UV_ENOMEM), so
@@ -48,8 +50,10 @@
  * codes below. uva_strerror() describes any of them.
  *
  * TASKS AND CANCELLATION (asyncio's one-shot CancelledError):
- * uva_cancel(task) makes the await in progress return UV_ECANCELED (or the
- * task's next await, if it is not awaiting). The request is delivered once;
+ * uva_cancel(task) makes the await in progress return UV_ECANCELED (or, if
+ * the task is not suspended, its next await that has to wait: awaiting a
+ * future that is already done hands over its result, as in asyncio, where
+ * the cancel is thrown at the next suspension). The request is delivered once;
  * later awaits work normally so the task can clean up (they may themselves
  * await). If the awaited future finished with a result before the cancel
  * could take effect, that result is returned (nothing is lost) and the
@@ -425,7 +429,8 @@ uva_barrier_t *uva_barrier_new(unsigned parties);  /* parties >= 1 */
 void uva_barrier_free(uva_barrier_t *b);
 /* Done when `parties` tasks have arrived; status is the arrival index
  * (0 .. parties-1). UVA_EBROKEN once the barrier is broken (abort, or a
- * waiter cancelled while others were waiting, as in asyncio). */
+ * waiter cancelled while others were waiting: asyncio only forgets such a
+ * waiter, which can hand out an arrival index twice). */
 uva_future_t *uva_barrier_wait(uva_barrier_t *b);
 void uva_barrier_abort(uva_barrier_t *b);  /* break it: waiters fail */
 void uva_barrier_reset(uva_barrier_t *b);  /* waiters fail, then reusable */
@@ -457,7 +462,8 @@ uva_future_t *uva_queue_put(uva_queue_t *q, void *item);
 /* Done with the item as value (free_fn item_free). UVA_ESHUTDOWN once shut
  * down and empty (or at once after an immediate shutdown). */
 uva_future_t *uva_queue_get(uva_queue_t *q);
-int uva_queue_put_nowait(uva_queue_t *q, void *item); /* 0, UVA_EFULL, UVA_ESHUTDOWN */
+/* 0, UVA_EFULL, UVA_ESHUTDOWN, UV_ENOMEM; on error the caller keeps item. */
+int uva_queue_put_nowait(uva_queue_t *q, void *item);
 int uva_queue_get_nowait(uva_queue_t *q, void **item); /* 0, UVA_EEMPTY, UVA_ESHUTDOWN */
 /* One item handed out by get is processed. 0, or UV_EINVAL if called more
  * times than there were items. */

@@ -202,13 +202,11 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
     uva_release(f);
     return t ? UV_EINVAL : UVA_ENOTASK;
   }
-  if (t->cancel_pending) {
-    /* A cancel arrived while the task was not awaiting: deliver it here. */
-    t->cancel_pending = 0;
-    uva_cancel(f);
-    uva_release(f);
-    return UV_ECANCELED;
-  }
+  /* A cancel that arrived while the task was not awaiting is delivered at
+   * the first await that would suspend, as asyncio delivers it at the next
+   * suspension: a future that is already done (a free lock, a non-empty
+   * queue) still hands over its result, so nothing is lost. */
+  if (t->cancel_pending && f->state == UVA__PENDING) uva_cancel(f);
   if (f->state == UVA__PENDING) {
     t->awaiting = f;
     t->await_file = file;
