@@ -133,11 +133,16 @@ START_TEST(test_callback_style_without_tasks) {
   uva_future_t *s = uva_sleep(5);
   ck_assert_int_eq(uva_future_on_done(s, chain, &hits), 0);
   ck_assert_int_eq(uva_loop_run_until(loop, s), 0);
-  ck_assert_int_eq(hits, 0); /* the callback runs after s is done... */
+  uva_future_t *p = uva_future_new();
+  ck_assert_int_eq(uva_future_on_done(p, chain, &hits), 0);
+  int before = hits;
+  uva_future_resolve(p, 0, NULL, NULL);
+  ck_assert_int_eq(hits, before); /* p's callback did not run inside resolve */
   uva_future_t *y = uva_sleep(0);
   uva_loop_run_until(loop, y);
-  ck_assert_int_eq(hits, 1); /* ...on a later turn */
+  ck_assert_int_eq(hits, 2); /* both ran from the loop */
   uva_release(s);
+  uva_release(p);
   uva_release(y);
   ck_assert_int_eq(uva_loop_close(loop), 0);
   ck_assert_int_eq(uva_test_alloc_live(), live);

@@ -24,4 +24,14 @@ CC=clang run clang --buildtype=debugoptimized -- --no-suite samples
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   CC=clang run asan -Db_sanitize=address,undefined -Db_lundef=false -- --no-suite samples
 run ucontext -Dcoro=ucontext -- --no-suite samples
+# The AArch64 switch, cross-built and run under qemu-user (skip with
+# UVA_SKIP_AARCH64=1 on machines without the arm64 multiarch packages).
+if [ "${UVA_SKIP_AARCH64:-0}" != 1 ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO dpkg --add-architecture arm64
+  fi
+  tools/setup.sh gcc-aarch64-linux-gnu qemu-user libuv1-dev:arm64 check:arm64
+  run aarch64 --cross-file tools/cross/aarch64.ini -- --no-suite samples --timeout-multiplier 3
+fi
 echo "all configurations passed"
