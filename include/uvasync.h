@@ -238,8 +238,9 @@ int uva_task_set_name(uva_future_t *task, const char *name);
 /* Where the task is suspended ("file.c:42"), "running", "not started" or
  * "done". Borrowed; valid until the task next runs. */
 const char *uva_task_where(const uva_future_t *task);
-/* Number of cancel requests made to the current task that are not yet
- * delivered (asyncio's cancelling()). 0 outside tasks. */
+/* Number of cancel requests made to the current task, less those a
+ * timeout scope withdrew on exit (asyncio's cancelling(); delivery does not
+ * lower it). 0 outside tasks. */
 int uva_cancelling(void);
 /* Copy up to max borrowed pointers to the loop's unfinished tasks into out;
  * returns the total number of unfinished tasks (asyncio.all_tasks). */
@@ -345,8 +346,9 @@ typedef struct uva_timeout {
   int cancels_before_;
 } uva_timeout_t;
 
-/* Enter a scope ending ms from now (ms < 0: no deadline yet). Returns 0 or
- * UVA_ENOTASK. */
+/* Enter a scope ending ms from now (ms < 0: no deadline yet). Returns 0,
+ * UVA_ENOTASK, UV_EINVAL (t is already entered) or UV_ENOMEM. A task that
+ * returns without exiting its scopes has them stopped when it ends. */
 int uva_timeout_enter(uva_timeout_t *t, int64_t ms);
 /* Move the deadline to ms from now (< 0: none). Returns 0 or UV_EINVAL
  * (expired or exited scope). */

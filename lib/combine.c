@@ -12,7 +12,6 @@
 #include "internal.h"
 
 #include <limits.h>
-#include <string.h>
 
 /* ------------------------------------------------------------- helpers */
 
@@ -872,7 +871,9 @@ int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **ta
 
 int uva_group_join(uva_group_t *g) {
   if (g == NULL) return UV_EINVAL;
-  if (uva__task_current() == NULL) {
+  uva__task_t *t = uva__task_current();
+  if (t && t->base.loop != g->base.loop) return UV_EINVAL;
+  if (t == NULL) {
     g->orphan = true;
     group_abort(g);
     if (g->count == 0) uva_release(&g->base);

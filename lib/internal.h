@@ -140,6 +140,8 @@ uva__stack_pool_t *uva__stack_pool_new(void);
 void uva__stack_pool_free(uva__stack_pool_t *p);
 uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size);
 void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s);
+/* Clear AddressSanitizer's poison left by a finished task's dead frames. */
+void uva__stack_unpoison(uva__stack_t *s);
 void uva__stack_pool_set_cache(uva__stack_pool_t *p, size_t n);
 #define UVA__STACK_GAP (16 * 1024)
 

@@ -99,6 +99,13 @@ static void task_step(uva_future_t *unused, void *data) {
   t = loop->current;
   loop->current = NULL;
   if (t->finished) {
+    /* Scopes a returning task left entered live in its dead frames: unlink
+     * them before the stack is pooled (or its pages given back), so they
+     * never fire into a stack the next task reuses. */
+    uva__stack_unpoison(t->stack);
+    for (uva_timeout_t *o = t->timeouts; o; o = o->outer_)
+      uva__timer_stop(loop, (uva__timer_t *)(void *)o);
+    t->timeouts = NULL;
     uva__stack_put(loop->stacks, t->stack);
     t->stack = NULL;
     t->finished = 0; /* task_finish sets it for good */

@@ -26,6 +26,24 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UVA_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UVA_ASAN 1
+#endif
+#ifdef UVA_ASAN
+#include <sanitizer/asan_interface.h>
+/* A task's last frame never returns (it switches away for good), so its
+ * redzones stay poisoned in ASan's shadow: clear them before the stack is
+ * reused or unmapped, or the next task trips over stale poison. */
+#define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define UNPOISON(p, n) ((void)0)
+#endif
+
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -77,6 +95,7 @@ void uva__stack_pool_free(uva__stack_pool_t *p) {
 #ifdef UVA_VALGRIND
     for (int i = 0; i < SLOTS_PER_CHUNK; i++) VALGRIND_STACK_DEREGISTER(c->stacks[i].valgrind_id);
 #endif
+    UNPOISON(c->mem, c->len);
     munmap(c->mem, c->len);
     uva__free(c);
     c = next;
@@ -109,6 +128,12 @@ static int chunk_add(uva__stack_pool_t *p, size_t slot) {
     s->top = slot_lo + slot - (size_t)((i * 7) % 32) * 64;
     s->size = slot;
     if (p->guard) mprotect(slot_lo, UVA__STACK_GAP, PROT_NONE);
+#ifdef MADV_POPULATE_WRITE
+    /* Commit the top page (every task touches it) with one system call:
+     * on these VMs that is 2-3x cheaper than taking the page fault. Fails
+     * harmlessly on kernels before 5.14. */
+    madvise((void *)(((uintptr_t)s->top - 1) & ~(uintptr_t)4095), 4096, MADV_POPULATE_WRITE);
+#endif
 #ifdef UVA_VALGRIND
     s->valgrind_id = VALGRIND_STACK_REGISTER(s->base, s->top);
 #endif
@@ -136,7 +161,10 @@ uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size) {
   return s;
 }
 
+void uva__stack_unpoison(uva__stack_t *s) { UNPOISON(s->base, (size_t)(s->top - s->base)); }
+
 void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s) {
+  uva__stack_unpoison(s);
   if (p->nwarm < p->cache) {
     s->next = p->warm;
     p->warm = s;
