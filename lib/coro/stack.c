@@ -41,7 +41,7 @@
  * reused or unmapped, or the next task trips over stale poison. */
 #define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
 #else
-#define UNPOISON(p, n) ((void)0)
+#define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
 #if defined(__has_include)
