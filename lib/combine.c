@@ -84,6 +84,37 @@ typedef struct slot {
   void *hub;
 } slot_t;
 
+/* What gather's and wait's hubs share. */
+typedef struct hub {
+  uva_future_t *outer; /* NULL once the outer future is freed */
+  size_t n;
+  size_t left;         /* registered callbacks that have not run */
+} hub_t;
+
+/* A child's callback runs. Returns false when the outer future is gone:
+ * then the last callback to run frees the hub. */
+static bool hub_child_ran(hub_t *h, slot_t *s) {
+  s->child = NULL;
+  h->left--;
+  if (h->outer) return true;
+  if (h->left == 0) uva__free(h);
+  return false;
+}
+
+/* The outer future is being freed: unhook the children still pending.
+ * Callbacks already queued run later and find the hub orphaned. */
+static void hub_orphan(hub_t *h, slot_t *slots, uva_done_fn fn) {
+  h->outer = NULL;
+  for (size_t i = 0; i < h->n; i++) {
+    uva_future_t *c = slots[i].child;
+    if (c && c->state == UVA__PENDING) {
+      slots[i].child = NULL;
+      h->left--;
+      uva_future_off_done(c, fn, &slots[i]);
+    }
+  }
+}
+
 /* ------------------------------------------------------------- results */
 
 void uva_results_free(uva_results_t *r) {
@@ -98,10 +129,8 @@ void uva_results_free(uva_results_t *r) {
 typedef struct gather gather_t;
 
 typedef struct gather_hub {
-  gather_t *outer;     /* NULL once the outer future is freed */
+  hub_t h;             /* h.outer is the gather_t */
   uva_results_t *res;  /* ours until handed to the outer future */
-  size_t n;
-  size_t left;         /* registered callbacks that have not run */
   int flags;
   bool cancel_requested;
   slot_t slot[];
@@ -116,24 +145,19 @@ static void gather_complete(gather_hub_t *h, int status) {
   uva_results_t *res = h->res;
   h->res = NULL;
   if (status >= 0) {
-    uva__future_complete(&h->outer->base, status, res, results_free_fn);
+    uva__future_complete(h->h.outer, status, res, results_free_fn);
   } else {
     uva_results_free(res); /* values collected so far go with it */
-    uva__future_complete(&h->outer->base, status, NULL, NULL);
+    uva__future_complete(h->h.outer, status, NULL, NULL);
   }
 }
 
 static void gather_child_done(uva_future_t *child, void *data) {
   slot_t *s = data;
   gather_hub_t *h = s->hub;
-  s->child = NULL;
-  h->left--;
-  if (h->outer == NULL) {
-    if (h->left == 0) uva__free(h);
-    return;
-  }
+  if (!hub_child_ran(&h->h, s)) return;
   /* Failed already: the child's value is freed when its last ref goes. */
-  if (h->outer->base.state != UVA__PENDING) return;
+  if (h->h.outer->state != UVA__PENDING) return;
   int st = child->status;
   if (st < 0 && !(h->flags & UVA_RETURN_EXCEPTIONS) && !h->cancel_requested) {
     gather_complete(h, st);
@@ -143,13 +167,13 @@ static void gather_child_done(uva_future_t *child, void *data) {
   o->status = st;
   o->free_fn = child->free_fn;
   o->value = uva_future_take(child);
-  if (h->left == 0) gather_complete(h, h->cancel_requested ? UV_ECANCELED : 0);
+  if (h->h.left == 0) gather_complete(h, h->cancel_requested ? UV_ECANCELED : 0);
 }
 
 static int gather_cancel(uva_future_t *f) {
   gather_hub_t *h = ((gather_t *)f)->hub;
   int any = 0;
-  for (size_t i = 0; i < h->n; i++)
+  for (size_t i = 0; i < h->h.n; i++)
     if (h->slot[i].child && uva_cancel(h->slot[i].child)) any = 1;
   /* Like asyncio: if no child took the request, the results stand. */
   if (any) h->cancel_requested = true;
@@ -159,18 +183,10 @@ static int gather_cancel(uva_future_t *f) {
 static void gather_destroy(uva_future_t *f) {
   gather_hub_t *h = ((gather_t *)f)->hub;
   if (h == NULL) return;
-  h->outer = NULL;
-  for (size_t i = 0; i < h->n; i++) {
-    uva_future_t *c = h->slot[i].child;
-    if (c && c->state == UVA__PENDING) {
-      h->slot[i].child = NULL;
-      h->left--;
-      uva_future_off_done(c, gather_child_done, &h->slot[i]);
-    }
-  }
+  hub_orphan(&h->h, h->slot, gather_child_done);
   uva_results_free(h->res);
   h->res = NULL;
-  if (h->left == 0) uva__free(h);
+  if (h->h.left == 0) uva__free(h);
 }
 
 static const uva__fops_t gather_fops = {"gather", gather_cancel, gather_destroy,
@@ -205,10 +221,10 @@ uva_future_t *uva_gather(uva_future_t *const *fs, size_t n, int flags) {
   if ((h = uva__malloc(hub_size)) == NULL) goto fail;
   if (cbs_reserve(loop, nchild, &chain) != 0) goto fail;
 
-  h->outer = g;
+  h->h.outer = &g->base;
   h->res = res;
-  h->n = n;
-  h->left = 0;
+  h->h.n = n;
+  h->h.left = 0;
   h->flags = flags;
   h->cancel_requested = false;
   g->hub = h;
@@ -222,13 +238,13 @@ uva_future_t *uva_gather(uva_future_t *const *fs, size_t n, int flags) {
       if (first_err == 0) first_err = UV_ENOMEM;
       continue;
     }
-    h->left++;
+    h->h.left++;
     cb_register(&chain, fs[i], gather_child_done, s);
     uva_release(fs[i]); /* the registration holds it from now on */
   }
   if (first_err && !(flags & UVA_RETURN_EXCEPTIONS))
     gather_complete(h, first_err);
-  else if (h->left == 0)
+  else if (h->h.left == 0)
     gather_complete(h, 0);
   return &g->base;
 
@@ -245,9 +261,7 @@ fail:
 typedef struct wait_fut wait_fut_t;
 
 typedef struct wait_hub {
-  wait_fut_t *outer;  /* NULL once the outer future is freed */
-  size_t n;
-  size_t left;        /* registered callbacks that have not run */
+  hub_t h;            /* h.outer is the wait_fut_t */
   size_t ndone;       /* callbacks run while the wait was pending */
   int return_when;
   slot_t slot[];
@@ -266,14 +280,14 @@ static void wait_finish(wait_fut_t *w, int cancelled) {
   wait_hub_t *h = w->hub;
   uva__timer_stop(w->base.loop, &w->timer);
   size_t done = h->ndone;
-  for (size_t i = 0; i < h->n; i++) {
+  for (size_t i = 0; i < h->h.n; i++) {
     uva_future_t *c = h->slot[i].child;
     if (c == NULL) continue;
     if (c->state == UVA__DONE) {
       done++; /* its callback is queued; it will find the wait done */
     } else {
       h->slot[i].child = NULL;
-      h->left--;
+      h->h.left--;
       uva_future_off_done(c, wait_child_done, &h->slot[i]);
     }
   }
@@ -284,18 +298,13 @@ static void wait_finish(wait_fut_t *w, int cancelled) {
 static void wait_child_done(uva_future_t *child, void *data) {
   slot_t *s = data;
   wait_hub_t *h = s->hub;
-  s->child = NULL;
-  h->left--;
-  if (h->outer == NULL) {
-    if (h->left == 0) uva__free(h);
-    return;
-  }
-  wait_fut_t *w = h->outer;
+  if (!hub_child_ran(&h->h, s)) return;
+  wait_fut_t *w = (wait_fut_t *)h->h.outer;
   if (w->base.state != UVA__PENDING) return;
   h->ndone++;
   int st = child->status;
   /* asyncio: a cancelled future is not an exception for FIRST_EXCEPTION. */
-  if (h->ndone == h->n || h->return_when == UVA_FIRST_COMPLETED ||
+  if (h->ndone == h->h.n || h->return_when == UVA_FIRST_COMPLETED ||
       (h->return_when == UVA_FIRST_EXCEPTION && st < 0 && st != UV_ECANCELED))
     wait_finish(w, 0);
 }
@@ -315,16 +324,8 @@ static void wait_destroy(uva_future_t *f) {
   wait_hub_t *h = w->hub;
   uva__timer_stop(f->loop, &w->timer);
   if (h == NULL) return;
-  h->outer = NULL;
-  for (size_t i = 0; i < h->n; i++) {
-    uva_future_t *c = h->slot[i].child;
-    if (c && c->state == UVA__PENDING) {
-      h->slot[i].child = NULL;
-      h->left--;
-      uva_future_off_done(c, wait_child_done, &h->slot[i]);
-    }
-  }
-  if (h->left == 0) uva__free(h);
+  hub_orphan(&h->h, h->slot, wait_child_done);
+  if (h->h.left == 0) uva__free(h);
 }
 
 static const uva__fops_t wait_fops = {"wait", wait_cancel, wait_destroy,
@@ -358,9 +359,9 @@ uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
     uva_release(&w->base);
     return NULL;
   }
-  h->outer = w;
-  h->n = n;
-  h->left = n;
+  h->h.outer = &w->base;
+  h->h.n = n;
+  h->h.left = n;
   h->ndone = 0;
   h->return_when = return_when;
   w->hub = h;

@@ -9,6 +9,16 @@
 #include <stdint.h>
 
 #define UVA_UNUSED(x) ((void)(x))
+
+/* Built with AddressSanitizer (clang spells it __has_feature, gcc a macro). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UVA_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UVA_ASAN 1
+#endif
 #define UVA_CONTAINER_OF(ptr, type, field) \
   ((type *)((char *)(ptr) - offsetof(type, field)))
 

@@ -24,6 +24,23 @@ static inline int run_main_(uva_task_fn fn, void *arg, const char *file, int lin
 }
 #define RUN_MAIN(fn, arg) run_main_((fn), (arg), __FILE__, __LINE__)
 
+/* A test whose body runs as the main task under RUN_MAIN:
+ *   TASK_TEST(test_x) { ...; return 0; }  */
+#define TASK_TEST(name)                                                     \
+  static int name##_body(void);                                             \
+  static int name##_main(void *arg) {                                       \
+    (void)arg;                                                              \
+    return name##_body();                                                   \
+  }                                                                         \
+  START_TEST(name) { ck_assert_int_eq(RUN_MAIN(name##_main, NULL), 0); }    \
+  END_TEST                                                                  \
+  static int name##_body(void)
+
+/* Let every ready task run until it blocks. */
+static inline void settle(void) {
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(uva_yield(), 0);
+}
+
 /* Build a suite runner main() from a function returning a Suite. */
 #define TEST_MAIN(suite_fn)                                       \
   int main(void) {                                                \

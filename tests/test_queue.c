@@ -5,19 +5,7 @@
 
 #include <stdint.h>
 
-#define TASK_TEST(name)                                                     \
-  static int name##_body(void);                                             \
-  static int name##_main(void *arg) {                                       \
-    (void)arg;                                                              \
-    return name##_body();                                                   \
-  }                                                                         \
-  START_TEST(name) { ck_assert_int_eq(RUN_MAIN(name##_main, NULL), 0); }    \
-  END_TEST                                                                  \
-  static int name##_body(void)
 
-static void settle(void) {
-  for (int i = 0; i < 4; i++) ck_assert_int_eq(uva_yield(), 0);
-}
 
 /* Counted items: an int holding a value. */
 static int items_live, items_freed;

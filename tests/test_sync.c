@@ -5,20 +5,7 @@
 #include <stdint.h>
 
 /* A test whose body runs as the main task and returns 0. */
-#define TASK_TEST(name)                                                     \
-  static int name##_body(void);                                             \
-  static int name##_main(void *arg) {                                       \
-    (void)arg;                                                              \
-    return name##_body();                                                   \
-  }                                                                         \
-  START_TEST(name) { ck_assert_int_eq(RUN_MAIN(name##_main, NULL), 0); }    \
-  END_TEST                                                                  \
-  static int name##_body(void)
 
-/* Let every ready task run until it blocks. */
-static void settle(void) {
-  for (int i = 0; i < 4; i++) ck_assert_int_eq(uva_yield(), 0);
-}
 
 static int order[32], norder;
 static void record(int id) { order[norder++] = id; }

@@ -26,14 +26,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UVA_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UVA_ASAN 1
-#endif
 #ifdef UVA_ASAN
 #include <sanitizer/asan_interface.h>
 /* A task's last frame never returns (it switches away for good), so its

@@ -14,14 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UVA_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UVA_ASAN 1
-#endif
 
 #ifdef UVA_ASAN
 #include <sanitizer/common_interface_defs.h>
