@@ -336,12 +336,8 @@ void uva_as_completed_free(uva_as_completed_t *it);
  * the await in progress returns UV_ECANCELED, and uva_timeout_exit turns
  * that into UV_ETIMEDOUT. A cancel from outside stays UV_ECANCELED. */
 typedef struct uva_timeout {
-  uint64_t deadline;
-  uint64_t seq_;
-  size_t heap_index_;
-  void (*fire_)(void *);
-  void *task_;
-  struct uva_timeout *outer_;
+  uint64_t deadline;    /* loop time (uv_now) of the deadline; UINT64_MAX: none */
+  void *node_;          /* private from here on */
   int state_;
   int cancels_before_;
 } uva_timeout_t;

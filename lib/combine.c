@@ -665,19 +665,17 @@ void uva_as_completed_free(uva_as_completed_t *it) {
 
 /* ------------------------------------------------------------ timeouts */
 
-/* The head of uva_timeout_t is laid out as a uva__timer_t so that a scope
- * on a task's stack is itself an entry of the deadline heap: entering one
- * cannot fail for want of memory (bar the heap's own growth). */
-_Static_assert(offsetof(uva_timeout_t, deadline) == offsetof(uva__timer_t, deadline),
-               "uva_timeout_t must start like uva__timer_t");
-_Static_assert(offsetof(uva_timeout_t, seq_) == offsetof(uva__timer_t, seq),
-               "uva_timeout_t must start like uva__timer_t");
-_Static_assert(offsetof(uva_timeout_t, heap_index_) == offsetof(uva__timer_t, index),
-               "uva_timeout_t must start like uva__timer_t");
-_Static_assert(offsetof(uva_timeout_t, fire_) == offsetof(uva__timer_t, fire),
-               "uva_timeout_t must start like uva__timer_t");
-_Static_assert(sizeof(((uva_timeout_t *)0)->fire_) == sizeof(((uva__timer_t *)0)->fire),
-               "uva_timeout_t must start like uva__timer_t");
+/* A scope's heap entry lives off the task's stack, in a node the loop
+ * owns: a task that returns with a scope still entered leaves its frames
+ * dead (and about to be reused), so nothing of the heap may point there.
+ * The node points back at the user's struct only while the scope is
+ * entered in a live task. */
+struct uva__scope {
+  uva__timer_t timer;
+  uva_timeout_t *user;
+  uva__task_t *task;
+  struct uva__scope *outer; /* the task's next enclosing scope */
+};
 
 enum {
   TO_IDLE = 0,  /* never entered (or enter failed) */
@@ -689,52 +687,74 @@ enum {
   TO_PENDING_AT_ENTER = 0x100 /* an undelivered cancel predates the scope */
 };
 
-static uva__timer_t *to_timer(uva_timeout_t *t) { return (uva__timer_t *)(void *)t; }
 static int to_state(const uva_timeout_t *t) { return t->state_ & TO_STATE; }
 
 static void timeout_fire(uva__timer_t *tm) {
-  uva_timeout_t *t = (uva_timeout_t *)(void *)tm;
-  t->state_ = (t->state_ & ~TO_STATE) | TO_EXPIRING;
-  uva__task_cancel(t->task_);
+  uva__scope_t *n = UVA_CONTAINER_OF(tm, uva__scope_t, timer);
+  n->user->state_ = (n->user->state_ & ~TO_STATE) | TO_EXPIRING;
+  uva__task_cancel(n->task);
 }
 
-static int timeout_arm(uva_timeout_t *t, int64_t ms) {
-  uva__task_t *task = t->task_;
-  uva_loop_t *loop = task->base.loop;
-  uva__timer_t *tm = to_timer(t);
+static int timeout_arm(uva__scope_t *n, int64_t ms) {
+  uva_loop_t *loop = n->task->base.loop;
   if (ms < 0) {
-    uva__timer_stop(loop, tm);
-    tm->deadline = UINT64_MAX;
+    uva__timer_stop(loop, &n->timer);
+    n->user->deadline = UINT64_MAX;
     return 0;
   }
-  return uva__timer_start(loop, tm, uv_now(loop->uv) + (uint64_t)ms);
+  uint64_t deadline = uv_now(loop->uv) + (uint64_t)ms;
+  int rc = uva__timer_start(loop, &n->timer, deadline);
+  if (rc == 0) n->user->deadline = deadline;
+  return rc;
+}
+
+/* Unlink n from its task's scope stack and free it. */
+static void scope_drop(uva__scope_t *n) {
+  uva__timer_stop(n->task->base.loop, &n->timer);
+  for (uva__scope_t **pp = &n->task->timeouts; *pp; pp = &(*pp)->outer) {
+    if (*pp == n) {
+      *pp = n->outer;
+      break;
+    }
+  }
+  uva__free(n);
+}
+
+void uva__scopes_abandon(uva__task_t *task) {
+  while (task->timeouts) scope_drop(task->timeouts);
 }
 
 int uva_timeout_enter(uva_timeout_t *t, int64_t ms) {
   if (t == NULL) return UV_EINVAL;
   uva__task_t *task = uva__task_current();
-  for (uva_timeout_t *o = task ? task->timeouts : NULL; o; o = o->outer_)
-    if (o == t) return UV_EINVAL; /* active already: re-arming would corrupt the heap */
+  for (uva__scope_t *o = task ? task->timeouts : NULL; o; o = o->outer)
+    if (o->user == t) return UV_EINVAL; /* active already */
   t->state_ = TO_IDLE;
+  t->node_ = NULL;
+  t->deadline = UINT64_MAX;
   if (task == NULL) return UVA_ENOTASK;
-  uva__timer_t *tm = to_timer(t);
-  tm->index = SIZE_MAX;
-  tm->seq = 0;
-  tm->deadline = UINT64_MAX;
-  tm->fire = timeout_fire;
-  t->task_ = task;
+  uva__scope_t *n = uva__malloc(sizeof *n);
+  if (n == NULL) return UV_ENOMEM;
+  n->timer.index = SIZE_MAX;
+  n->timer.fire = timeout_fire;
+  n->user = t;
+  n->task = task;
   t->cancels_before_ = task->cancel_requests;
-  int rc = timeout_arm(t, ms);
-  if (rc != 0) return rc; /* UV_ENOMEM: the scope is not entered */
+  int rc = timeout_arm(n, ms);
+  if (rc != 0) { /* UV_ENOMEM: the scope is not entered */
+    uva__free(n);
+    return rc;
+  }
   t->state_ = TO_ENTERED | (task->cancel_pending ? TO_PENDING_AT_ENTER : 0);
-  t->outer_ = task->timeouts;
-  task->timeouts = t;
+  t->node_ = n;
+  n->outer = task->timeouts;
+  task->timeouts = n;
   return 0;
 }
 
 int uva_timeout_reschedule(uva_timeout_t *t, int64_t ms) {
   if (t == NULL || to_state(t) != TO_ENTERED) return UV_EINVAL;
-  return timeout_arm(t, ms);
+  return timeout_arm(t->node_, ms);
 }
 
 int uva_timeout_expired(const uva_timeout_t *t) {
@@ -745,15 +765,10 @@ int uva_timeout_exit(uva_timeout_t *t, int rc) {
   if (t == NULL) return rc;
   int st = to_state(t);
   if (st != TO_ENTERED && st != TO_EXPIRING) return rc;
-  uva__task_t *task = t->task_;
-  uva__timer_stop(task->base.loop, to_timer(t));
-  for (uva_timeout_t **pp = &task->timeouts; *pp; pp = &(*pp)->outer_) {
-    if (*pp == t) {
-      *pp = t->outer_;
-      break;
-    }
-  }
-  t->outer_ = NULL;
+  uva__scope_t *n = t->node_;
+  uva__task_t *task = n->task;
+  scope_drop(n);
+  t->node_ = NULL;
   if (st == TO_ENTERED) {
     t->state_ = TO_EXITED;
     return rc;

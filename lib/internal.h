@@ -150,8 +150,6 @@ uva__stack_pool_t *uva__stack_pool_new(void);
 void uva__stack_pool_free(uva__stack_pool_t *p);
 uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size);
 void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s);
-/* Clear AddressSanitizer's poison left by a finished task's dead frames. */
-void uva__stack_unpoison(uva__stack_t *s);
 void uva__stack_pool_set_cache(uva__stack_pool_t *p, size_t n);
 #define UVA__STACK_GAP (16 * 1024)
 
@@ -196,16 +194,18 @@ typedef struct uva__task {
   uva_free_fn ret_free;
   char *name;
   uint64_t id;
-  uva_timeout_t *timeouts;  /* innermost active timeout scope */
+  struct uva__scope *timeouts; /* innermost active timeout scope */
   uva__link_t all;          /* loop's list of unfinished tasks */
   char where[64];
 } uva__task_t;
 
 extern const uva__fops_t uva__task_fops;
-uva__task_t *uva__task_current(void);
 /* Internal spawn on a given loop. */
 uva_future_t *uva__spawn(uva_loop_t *loop, const char *name, uva_task_fn fn,
                          void *arg);
+typedef struct uva__scope uva__scope_t;
+/* Stop and free the timeout scopes a finished task left entered. */
+void uva__scopes_abandon(uva__task_t *t);
 /* Cancel a task with a request counted for a timeout scope. */
 int uva__task_cancel(uva__task_t *t);
 
@@ -217,6 +217,7 @@ struct uva_loop {
   bool in_drain;
   size_t drain_left;  /* nodes this drain may still run (direct switches too) */
   uv_idle_t idle;     /* keeps poll from blocking while work is ready */
+  bool idle_on;       /* idle is started (cheaper than uv_is_active) */
   uv_check_t check;   /* drains the ready queue once per loop turn */
   uv_timer_t timer;   /* the earliest deadline of the heap */
   uv_async_t async;   /* wake-ups from other threads */
@@ -259,6 +260,10 @@ struct uva_loop {
 extern _Thread_local uva_loop_t *uva__loop_tls UVA_TLS_MODEL;
 
 static inline uva_loop_t *uva__loop(void) { return uva__loop_tls; }
+static inline uva__task_t *uva__task_current(void) {
+  uva_loop_t *loop = uva__loop_tls;
+  return loop ? loop->current : NULL;
+}
 /* Put a callback node on the ready queue. */
 void uva__ready_push(uva_loop_t *loop, uva__cb_t *cb);
 void uva__next_push(uva_loop_t *loop, uva__cb_t *cb);

@@ -28,7 +28,10 @@ uv_loop_t *uva_loop_uv(uva_loop_t *loop) { return loop ? loop->uv : NULL; }
 static void on_idle(uv_idle_t *h) { UVA_UNUSED(h); }
 
 void uva__loop_wake(uva_loop_t *loop) {
-  if (!uv_is_active((uv_handle_t *)&loop->idle)) uv_idle_start(&loop->idle, on_idle);
+  if (!loop->idle_on) {
+    loop->idle_on = true;
+    uv_idle_start(&loop->idle, on_idle);
+  }
 }
 
 void uva__ready_push(uva_loop_t *loop, uva__cb_t *cb) {
@@ -88,8 +91,10 @@ void uva__drain(uva_loop_t *loop) {
     }
   }
   loop->in_drain = false;
-  if (loop->ready.head == NULL && loop->next.head == NULL && uva__list_empty(&loop->yields))
+  if (loop->ready.head == NULL && loop->next.head == NULL && uva__list_empty(&loop->yields)) {
+    loop->idle_on = false;
     uv_idle_stop(&loop->idle);
+  }
 }
 
 static void on_check(uv_check_t *h) { uva__drain(h->data); }

@@ -16,10 +16,6 @@ static int task_cancel_op(uva_future_t *f) { return uva__task_cancel((uva__task_
 
 const uva__fops_t uva__task_fops = {"task", task_cancel_op, task_destroy, sizeof(uva__task_t)};
 
-uva__task_t *uva__task_current(void) {
-  uva_loop_t *loop = uva__loop_tls;
-  return loop ? loop->current : NULL;
-}
 
 uva_future_t *uva_current_task(void) {
   uva__task_t *t = uva__task_current();
@@ -99,13 +95,9 @@ static void task_step(uva_future_t *unused, void *data) {
   t = loop->current;
   loop->current = NULL;
   if (t->finished) {
-    /* Scopes a returning task left entered live in its dead frames: unlink
-     * them before the stack is pooled (or its pages given back), so they
-     * never fire into a stack the next task reuses. */
-    uva__stack_unpoison(t->stack);
-    for (uva_timeout_t *o = t->timeouts; o; o = o->outer_)
-      uva__timer_stop(loop, (uva__timer_t *)(void *)o);
-    t->timeouts = NULL;
+    /* Scopes a returning task left entered must never fire into the
+     * stack the next task reuses. */
+    uva__scopes_abandon(t);
     uva__stack_put(loop->stacks, t->stack);
     t->stack = NULL;
     t->finished = 0; /* task_finish sets it for good */

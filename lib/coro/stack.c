@@ -153,10 +153,10 @@ uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size) {
   return s;
 }
 
-void uva__stack_unpoison(uva__stack_t *s) { UNPOISON(s->base, (size_t)(s->top - s->base)); }
+static void stack_unpoison(uva__stack_t *s) { UNPOISON(s->base, (size_t)(s->top - s->base)); }
 
 void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s) {
-  uva__stack_unpoison(s);
+  stack_unpoison(s);
   if (p->nwarm < p->cache) {
     s->next = p->warm;
     p->warm = s;
