@@ -47,6 +47,10 @@ uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops) {
 
 static void future_free(uva_future_t *f) {
   uva_loop_t *loop = f->loop;
+  if (f == &loop->done0) { /* shared: never freed (its count is huge anyway) */
+    f->refs = 1u << 30;
+    return;
+  }
   const uva__fops_t *ops = f->ops;
   if (f->value && f->free_fn) f->free_fn(f->value);
   f->value = NULL;
@@ -118,11 +122,15 @@ uva_future_t *uva_future_new(void) {
   return loop ? uva__future_alloc(loop, &uva__plain_fops) : NULL;
 }
 
-uva_future_t *uva_future_done_with(int status) {
-  uva_future_t *f = uva_future_new();
+uva_future_t *uva__future_done(uva_loop_t *loop, int status) {
+  if (loop == NULL && (loop = uva__loop()) == NULL) return NULL;
+  if (status == 0) return uva_ref(&loop->done0);
+  uva_future_t *f = uva__future_alloc(loop, &uva__plain_fops);
   if (f) uva__future_complete(f, status, NULL, NULL);
   return f;
 }
+
+uva_future_t *uva_future_done_with(int status) { return uva__future_done(NULL, status); }
 
 int uva_future_resolve(uva_future_t *f, int status, void *value, uva_free_fn free_fn) {
   if (f == NULL || f->state != UVA__PENDING || status < 0 || f->ops != &uva__plain_fops) {

@@ -130,6 +130,9 @@ typedef struct uva__small_future {
 uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops);
 void uva__future_complete(uva_future_t *f, int status, void *value,
                           uva_free_fn free_fn);
+/* A future already done with status and no value on loop (NULL: this
+ * thread's). Status 0 gives the loop's shared done0. NULL on ENOMEM. */
+uva_future_t *uva__future_done(uva_loop_t *loop, int status);
 /* Default cancel: complete with UV_ECANCELED now. */
 int uva__future_cancel_now(uva_future_t *f);
 extern const uva__fops_t uva__plain_fops;
@@ -248,6 +251,10 @@ struct uva_loop {
   struct uva__tscall *ts_head, *ts_tail;
   bool ts_closed;
   uva_future_t *main_task;
+  /* The future every fast path that is done with status 0 and no value
+   * returns (a free lock, a put with room, uva_sleep-free yields...): one
+   * shared, never freed instance instead of an allocation each time. */
+  uva_future_t done0;
 };
 
 /* initial-exec: the library is compiled -fPIC (for the shared build), and

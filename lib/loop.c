@@ -122,6 +122,12 @@ static int loop_init(uva_loop_t **out, uv_loop_t *uv) {
   loop->stack_size = 256 * 1024;
   uva__list_init(&loop->yields);
   uva__list_init(&loop->tasks);
+  loop->done0.ops = &uva__plain_fops;
+  loop->done0.loop = loop;
+  loop->done0.refs = 1u << 30;
+  loop->done0.state = UVA__DONE;
+  loop->done0.status = 0;
+  uva__list_init(&loop->done0.link);
   if ((rc = uva__ts_init(loop)) != 0) goto fail_uv;
   uv_idle_init(uv, &loop->idle);
   uv_check_init(uv, &loop->check);

@@ -158,13 +158,6 @@ static void fail_line(uva_queue_t *q, uva__link_t *line, int status) {
   }
 }
 
-static uva_future_t *done_future(uva_loop_t *loop, const uva__fops_t *ops, int status) {
-  if (loop == NULL && (loop = uva__loop()) == NULL) return NULL;
-  uva_future_t *f = uva__future_alloc(loop, ops);
-  if (f) uva__future_complete(f, status, NULL, NULL);
-  return f;
-}
-
 /* ------------------------------------------------------------------ core */
 
 /* Accept an item (room known): straight to the first getter, else store. */
@@ -232,27 +225,25 @@ void uva_queue_free(uva_queue_t *q) {
 }
 
 uva_future_t *uva_queue_put(uva_queue_t *q, void *item) {
-  if (q == NULL) return done_future(NULL, &uva__plain_fops, UV_EINVAL);
+  if (q == NULL) return uva__future_done(NULL, UV_EINVAL);
+  if (q->shutdown) {
+    drop(q, item);
+    return uva__future_done(q->loop, UVA_ESHUTDOWN);
+  }
+  if (!is_full(q)) return uva__future_done(q->loop, enqueue(q, item));
   uva_future_t *f = uva__future_alloc(q->loop, &put_fops);
   if (f == NULL) {
     drop(q, item);
     return NULL;
   }
-  if (q->shutdown) {
-    drop(q, item);
-    uva__future_complete(f, UVA_ESHUTDOWN, NULL, NULL);
-  } else if (!is_full(q)) {
-    uva__future_complete(f, enqueue(q, item), NULL, NULL);
-  } else {
-    W(f)->owner = q;
-    W(f)->item = item;
-    uva__list_push(&q->putters, &f->link);
-  }
+  W(f)->owner = q;
+  W(f)->item = item;
+  uva__list_push(&q->putters, &f->link);
   return f;
 }
 
 uva_future_t *uva_queue_get(uva_queue_t *q) {
-  if (q == NULL) return done_future(NULL, &uva__plain_fops, UV_EINVAL);
+  if (q == NULL) return uva__future_done(NULL, UV_EINVAL);
   uva_future_t *f = uva__future_alloc(q->loop, &get_fops);
   if (f == NULL) return NULL;
   if (q->len) {
@@ -304,8 +295,8 @@ int uva_queue_task_done(uva_queue_t *q) {
 }
 
 uva_future_t *uva_queue_join(uva_queue_t *q) {
-  if (q == NULL) return done_future(NULL, &uva__plain_fops, UV_EINVAL);
-  if (q->unfinished == 0) return done_future(q->loop, &join_fops, 0);
+  if (q == NULL) return uva__future_done(NULL, UV_EINVAL);
+  if (q->unfinished == 0) return uva__future_done(q->loop, 0);
   uva_future_t *f = uva__future_alloc(q->loop, &join_fops);
   if (f == NULL) return NULL;
   W(f)->owner = q;

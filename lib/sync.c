@@ -19,14 +19,6 @@
 #define W(f) ((uva__small_future_t *)(f))
 #define LINK_FUTURE(l) UVA_CONTAINER_OF((l), uva_future_t, link)
 
-/* A done future for fast paths and argument errors. */
-static uva_future_t *done_future(uva_loop_t *loop, const uva__fops_t *ops, int status) {
-  if (loop == NULL && (loop = uva__loop()) == NULL) return NULL;
-  uva_future_t *f = uva__future_alloc(loop, ops ? ops : &uva__plain_fops);
-  if (f) uva__future_complete(f, status, NULL, NULL);
-  return f;
-}
-
 static uva_future_t *waiter_new(uva_loop_t *loop, const uva__fops_t *ops,
                                 uva__link_t *line, void *owner) {
   uva_future_t *f = uva__future_alloc(loop, ops);
@@ -92,9 +84,9 @@ void uva_lock_free(uva_lock_t *l) {
 }
 
 uva_future_t *uva_lock_acquire(uva_lock_t *l) {
-  if (l == NULL) return done_future(NULL, NULL, UV_EINVAL);
+  if (l == NULL) return uva__future_done(NULL, UV_EINVAL);
   if (!l->locked) {
-    uva_future_t *f = done_future(l->loop, &lock_fops, 0);
+    uva_future_t *f = uva__future_done(l->loop, 0);
     if (f) l->locked = true;
     return f;
   }
@@ -150,8 +142,8 @@ void uva_event_clear(uva_event_t *e) {
 int uva_event_is_set(const uva_event_t *e) { return e && e->set; }
 
 uva_future_t *uva_event_wait(uva_event_t *e) {
-  if (e == NULL) return done_future(NULL, NULL, UV_EINVAL);
-  if (e->set) return done_future(e->loop, &event_fops, 0);
+  if (e == NULL) return uva__future_done(NULL, UV_EINVAL);
+  if (e->set) return uva__future_done(e->loop, 0);
   return waiter_new(e->loop, &event_fops, &e->waiters, e);
 }
 
@@ -258,8 +250,8 @@ void uva_cond_free(uva_cond_t *c) {
 uva_lock_t *uva_cond_lock(uva_cond_t *c) { return c ? c->lock : NULL; }
 
 uva_future_t *uva_cond_wait(uva_cond_t *c) {
-  if (c == NULL) return done_future(NULL, NULL, UV_EINVAL);
-  if (!c->lock->locked) return done_future(c->loop, &cond_fops, UVA_ENOTLOCKED);
+  if (c == NULL) return uva__future_done(NULL, UV_EINVAL);
+  if (!c->lock->locked) return uva__future_done(c->loop, UVA_ENOTLOCKED);
   uva_future_t *f = waiter_new(c->loop, &cond_fops, &c->waiters, c);
   if (f) uva_lock_release(c->lock);
   return f;
@@ -308,9 +300,9 @@ void uva_sem_free(uva_sem_t *s) {
 }
 
 uva_future_t *uva_sem_acquire(uva_sem_t *s) {
-  if (s == NULL) return done_future(NULL, NULL, UV_EINVAL);
+  if (s == NULL) return uva__future_done(NULL, UV_EINVAL);
   if (s->value > 0 && uva__list_empty(&s->waiters)) {
-    uva_future_t *f = done_future(s->loop, &sem_fops, 0);
+    uva_future_t *f = uva__future_done(s->loop, 0);
     if (f) s->value--;
     return f;
   }
@@ -387,15 +379,15 @@ void uva_barrier_free(uva_barrier_t *b) {
 }
 
 uva_future_t *uva_barrier_wait(uva_barrier_t *b) {
-  if (b == NULL) return done_future(NULL, NULL, UV_EINVAL);
-  if (b->broken) return done_future(b->loop, &barrier_fops, UVA_EBROKEN);
+  if (b == NULL) return uva__future_done(NULL, UV_EINVAL);
+  if (b->broken) return uva__future_done(b->loop, UVA_EBROKEN);
   if (b->count + 1 < b->parties) {
     uva_future_t *f = waiter_new(b->loop, &barrier_fops, &b->waiters, b);
     if (f) b->count++;
     return f;
   }
   /* Last to arrive: release the round; arrival index = place in line. */
-  uva_future_t *f = done_future(b->loop, &barrier_fops, (int)b->count);
+  uva_future_t *f = uva__future_done(b->loop, (int)b->count);
   if (f == NULL) return NULL;
   int i = 0;
   b->count = 0;
