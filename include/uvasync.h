@@ -231,12 +231,15 @@ int uva_task_return(void *value, uva_free_fn free_fn);
 uva_future_t *uva_current_task(void);
 /* 1 if f is a task. */
 int uva_is_task(const uva_future_t *f);
-/* The task's name ("task-N" unless set). Borrowed; valid while the task is. */
+/* The task's name ("task-N" unless set). Borrowed: a set name is valid
+ * while the task is; "task-N" until the next uva_task_name/uva_task_where
+ * call on this thread. */
 const char *uva_task_name(const uva_future_t *task);
 /* Rename (copied). Returns 0, UV_EINVAL (not a task), UV_ENOMEM. */
 int uva_task_set_name(uva_future_t *task, const char *name);
-/* Where the task is suspended ("file.c:42"), "running", "not started" or
- * "done". Borrowed; valid until the task next runs. */
+/* Where the task is suspended ("file.c:42"), "running", "ready", "not
+ * started" or "done". Borrowed; valid until the next uva_task_name or
+ * uva_task_where call on this thread. */
 const char *uva_task_where(const uva_future_t *task);
 /* Number of cancel requests made to the current task, less those a
  * timeout scope withdrew on exit (asyncio's cancelling(); delivery does not

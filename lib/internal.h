@@ -199,7 +199,6 @@ typedef struct uva__task {
   uint64_t id;
   struct uva__scope *timeouts; /* innermost active timeout scope */
   uva__link_t all;          /* loop's list of unfinished tasks */
-  char where[64];
 } uva__task_t;
 
 extern const uva__fops_t uva__task_fops;

@@ -236,12 +236,16 @@ int uva_task_return(void *value, uva_free_fn free_fn) {
   return 0;
 }
 
+/* Names of unnamed tasks and await sites are formatted on demand into a
+ * per-thread buffer rather than kept in every task. */
+static _Thread_local char fmt_buf[96];
+
 const char *uva_task_name(const uva_future_t *f) {
   if (!uva_is_task(f)) return "";
   uva__task_t *t = (uva__task_t *)f;
   if (t->name) return t->name;
-  snprintf(t->where, sizeof t->where, "task-%llu", (unsigned long long)t->id);
-  return t->where;
+  snprintf(fmt_buf, sizeof fmt_buf, "task-%llu", (unsigned long long)t->id);
+  return fmt_buf;
 }
 
 int uva_task_set_name(uva_future_t *f, const char *name) {
@@ -261,9 +265,9 @@ const char *uva_task_where(const uva_future_t *f) {
   if (!t->started) return "not started";
   if (t->base.loop->current == t) return "running";
   if (t->awaiting == NULL) return "ready";
-  snprintf(t->where, sizeof t->where, "%s:%d", t->await_file ? t->await_file : "?",
+  snprintf(fmt_buf, sizeof fmt_buf, "%s:%d", t->await_file ? t->await_file : "?",
            t->await_line);
-  return t->where;
+  return fmt_buf;
 }
 
 int uva_cancelling(void) {
