@@ -503,6 +503,40 @@ void uva_tsfuture_cancel(uva_tsfuture_t *t);
 /* Free the handle (from any thread). The task runs on if not done. */
 void uva_tsfuture_free(uva_tsfuture_t *t);
 
+/* ------------------------------------------------- to_thread, executors */
+
+/* A blocking job for another thread. Return a status (>= 0 success, < 0 an
+ * error code); on success *value may be set to a result, which the future
+ * then carries with the free_fn given to uva_to_thread. The job must not
+ * touch the loop (use uva_call_threadsafe for that). */
+typedef int (*uva_work_fn)(void *arg, void **value);
+
+/* A pool of dedicated threads. libuv's own pool (4 threads unless
+ * UV_THREADPOOL_SIZE says otherwise) also runs file-system and DNS
+ * requests: a few long blocking jobs there stall every fs and DNS operation
+ * of the process. Give long or numerous blocking jobs an executor of their
+ * own; keep short ones on libuv's pool (ex NULL), which needs no threads of
+ * its own. */
+typedef struct uva_executor uva_executor_t;
+
+/* Start an executor of `threads` threads (1..1024) for this thread's loop.
+ * Returns 0, UV_EINVAL, UVA_ENOLOOP, UV_ENOMEM or a libuv thread error. */
+int uva_executor_new(uva_executor_t **out, unsigned threads);
+/* Stop it: jobs not started yet complete with UV_ECANCELED, running jobs
+ * are waited for (this blocks the loop thread until they return), then the
+ * threads are joined. Call it before closing the loop. NULL is ignored. */
+void uva_executor_free(uva_executor_t *ex);
+
+/* asyncio.to_thread / run_in_executor: run fn(arg, &value) on ex's threads
+ * (NULL: libuv's pool) and complete the returned future with its status and
+ * value. Cancelling the future before the job starts takes it out of the
+ * queue; cancelling it while it runs completes the future with
+ * UV_ECANCELED at once, and the job's late value is freed with free_fn when
+ * it returns. NULL on ENOMEM / no loop; a failed future (UV_EINVAL) for a
+ * NULL fn or an executor of another loop. */
+uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
+                            uva_free_fn free_fn);
+
 #ifdef __cplusplus
 }
 #endif

@@ -249,6 +249,7 @@ struct uva_loop {
   uv_mutex_t *ts_mutex;
   struct uva__tscall *ts_head, *ts_tail;
   bool ts_closed;
+  size_t jobs;                  /* to_thread jobs in flight */
   uva_future_t *main_task;
   /* The future every fast path that is done with status 0 and no value
    * returns (a free lock, a put with room, uva_sleep-free yields...): one

@@ -184,7 +184,9 @@ static bool idle_now(uva_loop_t *loop) {
          uva__list_empty(&loop->yields);
 }
 
-static bool close_done(uva_loop_t *loop) { return loop->ntasks == 0 && idle_now(loop); }
+static bool close_done(uva_loop_t *loop) {
+  return loop->ntasks == 0 && loop->jobs == 0 && idle_now(loop);
+}
 
 /* `until` is the future being waited for, NULL while closing. */
 static void turn(uva_loop_t *loop, uva_future_t *until) {

@@ -1,8 +1,12 @@
-/* Entry points for other threads: a mutex-protected list of calls behind a
- * uv_async_t. The async callback only moves the calls onto the ready queue;
- * they run from the drain like everything else. */
+/* Crossing threads: calls and tasks submitted from other threads, and
+ * blocking jobs sent to other threads (to_thread, executors).
+ *
+ * Other threads reach the loop through one mutex-protected list of calls
+ * behind a uv_async_t. The async callback only moves the calls onto the
+ * ready queue; they run from the drain like everything else. */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +15,7 @@ typedef struct uva__tscall {
   void (*fn)(void *arg);
   void (*drop)(void *arg); /* instead of fn when the loop closes first */
   void *arg;
+  bool owned;              /* part of a larger struct: not freed here */
   uva__cb_t cb;
 } uva__tscall_t;
 
@@ -31,8 +36,9 @@ struct uva_tsfuture {
 static void run_tscall(uva_future_t *f, void *data) {
   UVA_UNUSED(f);
   uva__tscall_t *c = data;
-  c->fn(c->arg);
-  uva__free(c);
+  bool owned = c->owned;
+  c->fn(c->arg); /* may free an owned node */
+  if (!owned) uva__free(c);
 }
 
 static void on_async(uv_async_t *h) {
@@ -80,8 +86,9 @@ void uva__ts_close(uva_loop_t *loop) {
   uv_mutex_unlock(loop->ts_mutex);
   while (c) {
     uva__tscall_t *next = c->next;
+    bool owned = c->owned;
     if (c->drop) c->drop(c->arg);
-    uva__free(c);
+    if (!owned) uva__free(c);
     c = next;
   }
   uv_mutex_destroy(loop->ts_mutex);
@@ -89,18 +96,12 @@ void uva__ts_close(uva_loop_t *loop) {
   loop->ts_mutex = NULL;
 }
 
-static int post(uva_loop_t *loop, void (*fn)(void *), void (*drop)(void *), void *arg) {
-  if (loop == NULL || fn == NULL) return UV_EINVAL;
-  uva__tscall_t *c = uva__malloc(sizeof *c);
-  if (c == NULL) return UV_ENOMEM;
+/* Queue node c (fn, drop, arg, owned set) for the loop. */
+static int post_node(uva_loop_t *loop, uva__tscall_t *c) {
   c->next = NULL;
-  c->fn = fn;
-  c->drop = drop;
-  c->arg = arg;
   uv_mutex_lock(loop->ts_mutex);
   if (loop->ts_closed) {
     uv_mutex_unlock(loop->ts_mutex);
-    uva__free(c);
     return UVA_ECLOSED;
   }
   if (loop->ts_tail) loop->ts_tail->next = c; else loop->ts_head = c;
@@ -108,6 +109,19 @@ static int post(uva_loop_t *loop, void (*fn)(void *), void (*drop)(void *), void
   uv_async_send(&loop->async);
   uv_mutex_unlock(loop->ts_mutex);
   return 0;
+}
+
+static int post(uva_loop_t *loop, void (*fn)(void *), void (*drop)(void *), void *arg) {
+  if (loop == NULL || fn == NULL) return UV_EINVAL;
+  uva__tscall_t *c = uva__malloc(sizeof *c);
+  if (c == NULL) return UV_ENOMEM;
+  c->fn = fn;
+  c->drop = drop;
+  c->arg = arg;
+  c->owned = false;
+  int rc = post_node(loop, c);
+  if (rc != 0) uva__free(c);
+  return rc;
 }
 
 int uva_call_threadsafe(uva_loop_t *loop, void (*fn)(void *arg), void *arg) {
@@ -233,4 +247,210 @@ void uva_tsfuture_cancel(uva_tsfuture_t *t) {
 
 void uva_tsfuture_free(uva_tsfuture_t *t) {
   if (t) ts_unref(t);
+}
+
+/* ------------------------------------------------- to_thread, executors */
+/* A job is a future with one extra reference held while the job is in
+ * flight; the loop drops it when the job's completion comes back, so a
+ * cancelled (abandoned) job's memory and late value outlive the future's
+ * other owners. loop->jobs counts jobs in flight: a loop does not close
+ * under them. */
+
+enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED, JOB_CANCELLED };
+
+typedef struct job {
+  uva_future_t base;
+  uva_work_fn fn;
+  void *arg;
+  uva_free_fn free_fn;
+  int status;           /* written by the worker */
+  void *value;
+  uv_work_t req;        /* libuv's pool */
+  uva_executor_t *ex;   /* or an executor */
+  struct job *next;     /* executor queue */
+  _Atomic int state;    /* executor jobs: QUEUED -> RUNNING | CANCELLED */
+  uva__tscall_t done;   /* executor jobs: the completion, posted back */
+} job_t;
+
+struct uva_executor {
+  uva_loop_t *loop;
+  uv_mutex_t mu;
+  uv_cond_t cond;
+  job_t *head, *tail;
+  bool stopping;
+  unsigned nthreads;
+  uv_thread_t *threads;
+};
+
+/* Back on the loop: hand over the result, or free it if nobody waits. */
+static void job_finish(job_t *j) {
+  uva_loop_t *loop = j->base.loop;
+  if (j->base.state == UVA__PENDING) {
+    if (j->status >= 0) {
+      uva__future_complete(&j->base, j->status, j->value, j->free_fn);
+    } else {
+      if (j->value && j->free_fn) j->free_fn(j->value);
+      uva__future_complete(&j->base, j->status, NULL, NULL);
+    }
+  } else if (j->value && j->free_fn) {
+    j->free_fn(j->value); /* the late result of an abandoned job */
+  }
+  j->value = NULL;
+  loop->jobs--;
+  uva_release(&j->base);
+}
+
+static int job_cancel(uva_future_t *f) {
+  job_t *j = (job_t *)f;
+  if (j->ex == NULL) {
+    /* Queued: uv_cancel takes it out and after_work sees UV_ECANCELED.
+     * Running: it cannot be stopped; the future ends now, the result is
+     * freed when it comes. */
+    uv_cancel((uv_req_t *)&j->req);
+  } else {
+    int queued = JOB_QUEUED;
+    atomic_compare_exchange_strong(&j->state, &queued, JOB_CANCELLED);
+  }
+  return uva__future_cancel_now(f);
+}
+
+static const uva__fops_t job_fops = {"to_thread", job_cancel, NULL, sizeof(job_t)};
+
+static void pool_work(uv_work_t *req) {
+  job_t *j = UVA_CONTAINER_OF(req, job_t, req);
+  j->value = NULL;
+  j->status = j->fn(j->arg, &j->value);
+}
+
+static void pool_after(uv_work_t *req, int status) {
+  job_t *j = UVA_CONTAINER_OF(req, job_t, req);
+  if (status == UV_ECANCELED) j->status = UV_ECANCELED; /* never ran */
+  job_finish(j);
+}
+
+static void job_posted(void *arg) { job_finish(arg); }
+
+static void worker(void *arg) {
+  uva_executor_t *ex = arg;
+  uv_mutex_lock(&ex->mu);
+  for (;;) {
+    while (ex->head == NULL && !ex->stopping) uv_cond_wait(&ex->cond, &ex->mu);
+    job_t *j = ex->head;
+    if (j == NULL) break; /* stopping and drained */
+    ex->head = j->next;
+    if (ex->head == NULL) ex->tail = NULL;
+    uv_mutex_unlock(&ex->mu);
+    int queued = JOB_QUEUED;
+    if (atomic_compare_exchange_strong(&j->state, &queued, JOB_RUNNING)) {
+      j->value = NULL;
+      j->status = j->fn(j->arg, &j->value);
+      atomic_store(&j->state, JOB_FINISHED);
+    }
+    /* Cancelled jobs come back too: the loop drops their reference. The
+     * node is preallocated, so this cannot fail for memory; the loop only
+     * refuses once it is closed, which uva_executor_free's contract rules
+     * out. */
+    post_node(j->base.loop, &j->done);
+    uv_mutex_lock(&ex->mu);
+  }
+  uv_mutex_unlock(&ex->mu);
+}
+
+int uva_executor_new(uva_executor_t **out, unsigned threads) {
+  if (out == NULL) return UV_EINVAL;
+  *out = NULL;
+  uva_loop_t *loop = uva__loop();
+  if (loop == NULL) return UVA_ENOLOOP;
+  if (threads == 0 || threads > 1024) return UV_EINVAL;
+  uva_executor_t *ex = uva__calloc(1, sizeof *ex);
+  if (ex == NULL) return UV_ENOMEM;
+  ex->loop = loop;
+  ex->threads = uva__calloc(threads, sizeof *ex->threads);
+  int rc = ex->threads ? uv_mutex_init(&ex->mu) : UV_ENOMEM;
+  if (rc != 0) {
+    uva__free(ex->threads);
+    uva__free(ex);
+    return rc;
+  }
+  if ((rc = uv_cond_init(&ex->cond)) != 0) {
+    uv_mutex_destroy(&ex->mu);
+    uva__free(ex->threads);
+    uva__free(ex);
+    return rc;
+  }
+  for (unsigned i = 0; i < threads; i++) {
+    if ((rc = uv_thread_create(&ex->threads[i], worker, ex)) != 0) break;
+    ex->nthreads++;
+  }
+  if (rc != 0) {
+    uva_executor_free(ex);
+    return rc;
+  }
+  *out = ex;
+  return 0;
+}
+
+void uva_executor_free(uva_executor_t *ex) {
+  if (ex == NULL) return;
+  uv_mutex_lock(&ex->mu);
+  ex->stopping = true;
+  job_t *queued = ex->head;
+  ex->head = ex->tail = NULL;
+  uv_cond_broadcast(&ex->cond);
+  uv_mutex_unlock(&ex->mu);
+  /* Jobs that never started end cancelled; we are on the loop's thread. */
+  while (queued) {
+    job_t *next = queued->next;
+    atomic_store(&queued->state, JOB_CANCELLED);
+    queued->status = UV_ECANCELED;
+    job_finish(queued);
+    queued = next;
+  }
+  for (unsigned i = 0; i < ex->nthreads; i++) uv_thread_join(&ex->threads[i]);
+  uv_cond_destroy(&ex->cond);
+  uv_mutex_destroy(&ex->mu);
+  uva__free(ex->threads);
+  uva__free(ex);
+}
+
+uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
+                            uva_free_fn free_fn) {
+  uva_loop_t *loop = uva__loop();
+  if (loop == NULL) return NULL;
+  if (fn == NULL || (ex && ex->loop != loop)) return uva__future_done(loop, UV_EINVAL);
+  job_t *j = (job_t *)uva__future_alloc(loop, &job_fops);
+  if (j == NULL) return NULL;
+  j->fn = fn;
+  j->arg = arg;
+  j->free_fn = free_fn;
+  j->ex = ex;
+  j->base.refs++; /* the job's own, while in flight */
+  if (ex == NULL) {
+    int rc = uv_queue_work(loop->uv, &j->req, pool_work, pool_after);
+    if (rc != 0) {
+      j->base.refs--;
+      uva__future_complete(&j->base, rc, NULL, NULL);
+      return &j->base;
+    }
+  } else {
+    atomic_init(&j->state, JOB_QUEUED);
+    j->done.fn = job_posted;
+    j->done.drop = job_posted;
+    j->done.arg = j;
+    j->done.owned = true;
+    uv_mutex_lock(&ex->mu);
+    if (ex->stopping) {
+      uv_mutex_unlock(&ex->mu);
+      j->base.refs--;
+      uva__future_complete(&j->base, UVA_ECLOSED, NULL, NULL);
+      return &j->base;
+    }
+    j->next = NULL;
+    if (ex->tail) ex->tail->next = j; else ex->head = j;
+    ex->tail = j;
+    uv_cond_signal(&ex->cond);
+    uv_mutex_unlock(&ex->mu);
+  }
+  loop->jobs++;
+  return &j->base;
 }

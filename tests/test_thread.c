@@ -122,6 +122,182 @@ START_TEST(test_submit_to_closed_loop_fails_cleanly) {
 }
 END_TEST
 
+
+/* ------------------------------------------------- to_thread, executors */
+
+static int square(void *arg, void **value) {
+  int *out = malloc(sizeof *out);
+  if (out == NULL) return UV_ENOMEM;
+  *out = (int)(intptr_t)arg * (int)(intptr_t)arg;
+  *value = out;
+  return 0;
+}
+static int fails(void *arg, void **value) {
+  (void)arg;
+  *value = malloc(8); /* a value with an error: must be freed, not leaked */
+  return UV_EIO;
+}
+static atomic_int late_frees;
+static void counted_free(void *p) {
+  atomic_fetch_add(&late_frees, 1);
+  free(p);
+}
+static int sleepy_job(void *arg, void **value) {
+  uv_sleep((unsigned)(intptr_t)arg);
+  *value = malloc(16);
+  return 1;
+}
+
+static int to_thread_results(uva_executor_t *ex) {
+  void *v;
+  ck_assert_int_eq(uva_await(uva_to_thread(ex, square, (void *)7, free), &v), 0);
+  ck_assert_int_eq(*(int *)v, 49);
+  free(v);
+  ck_assert_int_eq(uva_await(uva_to_thread(ex, square, (void *)3, free), NULL), 0); /* freed */
+  ck_assert_int_eq(uva_await(uva_to_thread(ex, fails, NULL, free), &v), UV_EIO);
+  ck_assert_ptr_null(v);
+  ck_assert_int_eq(uva_await(uva_to_thread(ex, NULL, NULL, NULL), NULL), UV_EINVAL);
+  /* many at once */
+  enum { N = 200 };
+  uva_future_t *fs[N];
+  for (int i = 0; i < N; i++) fs[i] = uva_to_thread(ex, square, (void *)(intptr_t)i, free);
+  long sum = 0;
+  for (int i = 0; i < N; i++) {
+    ck_assert_int_eq(uva_await(fs[i], &v), 0);
+    sum += *(int *)v;
+    free(v);
+  }
+  ck_assert_int_eq(sum, (long)(N - 1) * N * (2 * N - 1) / 6);
+  return 0;
+}
+static int to_thread_on_pool(void *arg) {
+  (void)arg;
+  return to_thread_results(NULL);
+}
+static int to_thread_on_executor(void *arg) {
+  (void)arg;
+  uva_executor_t *ex;
+  ck_assert_int_eq(uva_executor_new(&ex, 3), 0);
+  int rc = to_thread_results(ex);
+  uva_executor_free(ex);
+  return rc;
+}
+START_TEST(test_to_thread_returns_status_and_value) {
+  ck_assert_int_eq(RUN_MAIN(to_thread_on_pool, NULL), 0);
+  ck_assert_int_eq(RUN_MAIN(to_thread_on_executor, NULL), 0);
+}
+END_TEST
+
+/* Cancel while running: the await ends at once; the late value is freed
+ * when the job returns. Cancel while queued: the job never runs. */
+static int cancel_jobs(uva_executor_t *ex) {
+  atomic_store(&late_frees, 0);
+  uva_future_t *running = uva_to_thread(ex, sleepy_job, (void *)200, counted_free);
+  uva_await(uva_sleep(50), NULL); /* it is running now */
+  uint64_t t0 = uva_now();
+  ck_assert_int_eq(uva_cancel(running), 1);
+  ck_assert_int_eq(uva_await(running, NULL), UV_ECANCELED);
+  ck_assert(uva_now() - t0 < 150); /* did not wait for the job */
+  while (atomic_load(&late_frees) == 0) uva_await(uva_sleep(5), NULL);
+  return 0;
+}
+static int cancel_on_pool(void *arg) {
+  (void)arg;
+  return cancel_jobs(NULL);
+}
+static int cancel_on_executor(void *arg) {
+  (void)arg;
+  uva_executor_t *ex;
+  ck_assert_int_eq(uva_executor_new(&ex, 1), 0);
+  cancel_jobs(ex);
+  /* one thread: the second job waits in line and is cancelled there */
+  atomic_store(&late_frees, 0);
+  uva_future_t *busy = uva_to_thread(ex, sleepy_job, (void *)100, counted_free);
+  uva_future_t *queued = uva_to_thread(ex, sleepy_job, (void *)1, counted_free);
+  uva_cancel(queued);
+  ck_assert_int_eq(uva_await(queued, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(busy, NULL), 1);
+  uva_await(uva_sleep(20), NULL);
+  ck_assert_int_eq(atomic_load(&late_frees), 1); /* busy's value; queued never ran */
+  /* freeing the executor cancels what has not started */
+  uva_future_t *a = uva_to_thread(ex, sleepy_job, (void *)50, counted_free);
+  uva_future_t *b = uva_to_thread(ex, sleepy_job, (void *)50, counted_free);
+  uva_executor_free(ex);
+  ck_assert_int_eq(uva_await(b, NULL), UV_ECANCELED); /* behind a: never started */
+  int ra = uva_await(a, NULL); /* ran to the end, or had not started yet */
+  ck_assert(ra == 1 || ra == UV_ECANCELED);
+  return 0;
+}
+START_TEST(test_to_thread_cancel_running_and_queued_jobs) {
+  ck_assert_int_eq(RUN_MAIN(cancel_on_pool, NULL), 0);
+  ck_assert_int_eq(RUN_MAIN(cancel_on_executor, NULL), 0);
+}
+END_TEST
+
+/* Blocking jobs on an executor leave libuv's pool free: a pool job
+ * submitted after them finishes first. The same jobs on the pool itself
+ * (4 threads) would hold it up. Ordering, not timing, is asserted. */
+static int order_log2[8];
+static atomic_int order_n2;
+static int mark_job(void *arg, void **value) {
+  (void)value;
+  int id = (int)(intptr_t)arg;
+  if (id < 4) uv_sleep(150);
+  order_log2[atomic_fetch_add(&order_n2, 1)] = id;
+  return 0;
+}
+static int executor_does_not_starve_pool(void *arg) {
+  (void)arg;
+  uva_executor_t *ex;
+  ck_assert_int_eq(uva_executor_new(&ex, 4), 0);
+  atomic_store(&order_n2, 0);
+  uva_future_t *fs[5];
+  for (int i = 0; i < 4; i++) fs[i] = uva_to_thread(ex, mark_job, (void *)(intptr_t)i, NULL);
+  uva_await(uva_sleep(20), NULL); /* all four are blocking now */
+  fs[4] = uva_to_thread(NULL, mark_job, (void *)4, NULL);
+  ck_assert_int_eq(uva_await(fs[4], NULL), 0);
+  ck_assert_int_eq(atomic_load(&order_n2), 1);
+  ck_assert_int_eq(order_log2[0], 4); /* the pool job did not wait */
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(uva_await(fs[i], NULL), 0);
+  uva_executor_free(ex);
+  return 0;
+}
+START_TEST(test_executor_jobs_do_not_starve_libuv_pool) {
+  ck_assert_int_eq(RUN_MAIN(executor_does_not_starve_pool, NULL), 0);
+}
+END_TEST
+
+/* A job still running when main returns: the loop waits for it to come
+ * back before it closes, and frees its value. */
+static int abandons_job(void *arg) {
+  (void)arg;
+  atomic_store(&late_frees, 0);
+  uva_release(uva_to_thread(NULL, sleepy_job, (void *)50, counted_free));
+  return 0;
+}
+START_TEST(test_loop_close_waits_for_jobs_in_flight) {
+  ck_assert_int_eq(RUN_MAIN(abandons_job, NULL), 0);
+  ck_assert_int_eq(atomic_load(&late_frees), 1);
+}
+END_TEST
+
+START_TEST(test_executor_bad_arguments) {
+  uva_executor_t *ex = (void *)1;
+  ck_assert_int_eq(uva_executor_new(&ex, 2), UVA_ENOLOOP);
+  ck_assert_ptr_null(ex);
+  ck_assert_int_eq(uva_executor_new(NULL, 2), UV_EINVAL);
+  ck_assert_ptr_null(uva_to_thread(NULL, square, NULL, NULL)); /* no loop */
+  uva_loop_t *loop;
+  long live = uva_test_alloc_live();
+  ck_assert_int_eq(uva_loop_new(&loop), 0);
+  ck_assert_int_eq(uva_executor_new(&ex, 0), UV_EINVAL);
+  ck_assert_int_eq(uva_executor_new(&ex, 5000), UV_EINVAL);
+  uva_executor_free(NULL);
+  ck_assert_int_eq(uva_loop_close(loop), 0);
+  ck_assert_int_eq(uva_test_alloc_live(), live);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("thread");
   TCase *tc = tcase_create("core");
@@ -129,6 +305,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_submit_threadsafe_and_wait_for_result);
   tcase_add_test(tc, test_idle_loop_wakes_for_other_threads);
   tcase_add_test(tc, test_submit_to_closed_loop_fails_cleanly);
+  tcase_add_test(tc, test_to_thread_returns_status_and_value);
+  tcase_add_test(tc, test_to_thread_cancel_running_and_queued_jobs);
+  tcase_add_test(tc, test_executor_jobs_do_not_starve_libuv_pool);
+  tcase_add_test(tc, test_loop_close_waits_for_jobs_in_flight);
+  tcase_add_test(tc, test_executor_bad_arguments);
   suite_add_tcase(s, tc);
   return s;
 }
