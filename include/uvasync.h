@@ -537,6 +537,57 @@ void uva_executor_free(uva_executor_t *ex);
 uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
                             uva_free_fn free_fn);
 
+/* ----------------------------------------------------------------- files */
+/* Futures over libuv's uv_fs_* requests (they run on libuv's pool). Each
+ * completes with libuv's result: >= 0 on success (a file descriptor, a byte
+ * count, 0) or a negative libuv error (UV_ENOENT, UV_EACCES, ...). Paths are
+ * copied; buffers are borrowed and must stay valid until the future is done.
+ * Cancelling takes a request that has not started out of the queue; one
+ * that is running cannot be stopped, so its future completes (UV_ECANCELED)
+ * when it ends: a borrowed buffer is never written after you were told the
+ * operation is over, and a file opened by a cancelled open is closed. */
+
+/* Memory the library hands you as a value (uv_stat_t, uva_bytes_t,
+ * uva_dirents_t) is freed with uva_free. NULL is ignored. */
+void uva_free(void *p);
+
+typedef struct uva_bytes {
+  size_t len;
+  char data[]; /* len bytes, then a NUL (handy for text) */
+} uva_bytes_t;
+
+typedef struct uva_dirents {
+  size_t n;
+  uv_dirent_t item[]; /* names point into the same block */
+} uva_dirents_t;
+
+uva_future_t *uva_fs_open(const char *path, int flags, int mode); /* status: fd */
+uva_future_t *uva_fs_close(uv_file fd);
+/* offset < 0: at the file position (and advance it). Status: bytes, 0 at EOF. */
+uva_future_t *uva_fs_read(uv_file fd, void *buf, size_t len, int64_t offset);
+uva_future_t *uva_fs_write(uv_file fd, const void *buf, size_t len, int64_t offset);
+uva_future_t *uva_fs_stat(const char *path); /* value: uv_stat_t * */
+uva_future_t *uva_fs_fstat(uv_file fd);      /* value: uv_stat_t * */
+uva_future_t *uva_fs_unlink(const char *path);
+uva_future_t *uva_fs_rename(const char *from, const char *to);
+uva_future_t *uva_fs_mkdir(const char *path, int mode);
+uva_future_t *uva_fs_rmdir(const char *path);
+uva_future_t *uva_fs_scandir(const char *path); /* value: uva_dirents_t *, status: n */
+uva_future_t *uva_fs_fsync(uv_file fd);
+uva_future_t *uva_fs_ftruncate(uv_file fd, int64_t length);
+/* flags: UV_FS_COPYFILE_EXCL, UV_FS_COPYFILE_FICLONE... */
+uva_future_t *uva_fs_copyfile(const char *from, const char *to, int flags);
+/* Status: bytes sent. */
+uva_future_t *uva_fs_sendfile(uv_file out_fd, uv_file in_fd, int64_t in_offset, size_t len);
+
+/* Read a whole file (aiofiles' `await f.read()`): value is a uva_bytes_t,
+ * status the length (INT_MAX if larger). UV_EFBIG if it is larger than
+ * max_len (0: no limit). */
+uva_future_t *uva_fs_read_file(const char *path, size_t max_len);
+/* Create or truncate path (mode 0644) and write len bytes of data
+ * (borrowed until done). Status 0. */
+uva_future_t *uva_fs_write_file(const char *path, const void *data, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
