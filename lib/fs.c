@@ -27,6 +27,8 @@ typedef struct fsop {
   char *path;
   uva_bytes_t *buf;
   size_t cap, max;
+  size_t want;          /* bytes the current read asked for */
+  bool regular;         /* a regular file: a short read means EOF */
   const char *wdata;
   size_t wlen, woff;
 } fsop_t;
@@ -218,11 +220,16 @@ static void whole_cb(uv_fs_t *req) {
     /* /proc and pipes report 0: start small and grow. */
     uint64_t size = req->statbuf.st_size;
     if (o->max && size > o->max) o->err = UV_EFBIG;
-    o->cap = (size_t)size + 1 < 4096 ? 4096 : (size_t)size + 1;
+    /* Room for one byte more than the size: the first read comes back
+     * short, which on a regular file is EOF, so no extra read is needed. */
+    /* (/proc files say size 0 and hand out a page per read: read those
+     * to the end.) */
+    o->regular = (req->statbuf.st_mode & S_IFMT) == S_IFREG && size > 0;
+    o->cap = (size_t)size + 2 < 4096 ? 4096 : (size_t)size + 2;
     o->step = ST_READ;
   } else if (o->step == ST_READ) {
-    if (r == 0) o->step = ST_CLOSE; /* EOF */
-    else o->buf->len += (size_t)r;
+    o->buf->len += (size_t)r;
+    if (r == 0 || (o->regular && (size_t)r < o->want)) o->step = ST_CLOSE; /* EOF */
   } else if (o->step == ST_WRITE) {
     o->woff += (size_t)r;
     if (o->woff == o->wlen) o->step = ST_CLOSE;
@@ -270,8 +277,8 @@ static void whole_step(fsop_t *o) {
         o->cap = cap;
       }
       size_t want = o->cap - 1 - o->buf->len;
-      uv_buf_t ub = uv_buf_init(o->buf->data + o->buf->len,
-                                want > UINT_MAX ? UINT_MAX : (unsigned)want);
+      o->want = want > UINT_MAX ? UINT_MAX : want;
+      uv_buf_t ub = uv_buf_init(o->buf->data + o->buf->len, (unsigned)o->want);
       rc = uv_fs_read(uv, &o->req, o->fd, &ub, 1, -1, whole_cb);
       break;
     }

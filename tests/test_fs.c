@@ -54,6 +54,16 @@ TASK_TEST(test_fs_write_file_then_read_file) {
   ck_assert_int_eq(uva_await(uva_fs_read_file("/proc/self/status", 0), &v) > 0, 1);
   ck_assert(strstr(((uva_bytes_t *)v)->data, "Name:") != NULL); /* st_size 0: grows */
   uva_free(v);
+  /* a /proc file longer than one read: read to the end, not to a short read */
+  FILE *fp = fopen("/proc/self/maps", "r");
+  size_t want = 0;
+  char chunk[4096];
+  for (size_t k; (k = fread(chunk, 1, sizeof chunk, fp)) > 0;) want += k;
+  fclose(fp);
+  int got = uva_await(uva_fs_read_file("/proc/self/maps", 0), &v);
+  ck_assert_int_gt(got, 0);
+  ck_assert(got + 4096 > (int)want && (int)want + 4096 > got); /* maps changes a little */
+  uva_free(v);
   free(big);
   return 0;
 }
