@@ -13,9 +13,9 @@ from collections import OrderedDict
 
 # Metric compared per workload; lower is better for all of them.
 METRIC = {"spawn": "ns_per_op", "pingpong": "ns_per_op", "timers": "wall_s",
-          "memory": "bytes_per_task"}
+          "memory": "bytes_per_task", "to_thread_files": "ns_per_op"}
 KEYS = ("workload", "peer", "n", "conc")
-ORDER = ["wall_s", "ns_per_op", "warm_ns_per_op", "rerun_ns_per_op", "bytes_per_task",
+ORDER = ["wall_s", "ns_per_op", "files_per_s", "warm_ns_per_op", "rerun_ns_per_op", "bytes_per_task",
          "rss_delta_mb", "peak_rss_mb"]
 
 
