@@ -588,6 +588,14 @@ uva_future_t *uva_fs_read_file(const char *path, size_t max_len);
  * (borrowed until done). Status 0. */
 uva_future_t *uva_fs_write_file(const char *path, const void *data, size_t len);
 
+/* --------------------------------------------------------------- signals */
+
+/* Done (status signum) the next time the process receives signal signum
+ * (SIGINT, SIGTERM, SIGHUP, SIGUSR1...). While a task awaits SIGINT this
+ * way, Ctrl-C goes to it instead of cancelling uva_run's main task.
+ * UV_EINVAL for an invalid signal number. */
+uva_future_t *uva_signal_wait(int signum);
+
 #ifdef __cplusplus
 }
 #endif

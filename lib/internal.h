@@ -225,6 +225,7 @@ struct uva_loop {
   uv_async_t async;   /* wake-ups from other threads */
   uv_signal_t sigint; /* uva_run only */
   bool sigint_active;
+  int sigint_waiters;  /* tasks awaiting SIGINT: Ctrl-C is theirs then */
   bool timer_active;
   bool in_timer_cb;
   uint64_t timer_due;

@@ -257,6 +257,7 @@ int uva_loop_close(uva_loop_t *loop) {
 
 static void on_sigint(uv_signal_t *h, int signum) {
   uva_loop_t *loop = h->data;
+  if (loop->sigint_waiters > 0) return; /* a task awaits Ctrl-C itself */
   if (loop->main_task && !uva_future_is_done(loop->main_task) &&
       !uva_future_is_cancelled(loop->main_task) && h->signum == signum) {
     /* First Ctrl-C: cancel main and let it clean up. A second one gets
