@@ -11,11 +11,13 @@ import statistics
 import sys
 from collections import OrderedDict
 
-# Metric compared per workload; lower is better for all of them.
+# Metric compared per workload; lower is better unless in HIGHER_BETTER.
 METRIC = {"spawn": "ns_per_op", "pingpong": "ns_per_op", "timers": "wall_s",
-          "memory": "bytes_per_task", "to_thread_files": "ns_per_op"}
+          "memory": "bytes_per_task", "to_thread_files": "ns_per_op",
+          "echo": "req_per_s"}
+HIGHER_BETTER = {"req_per_s"}
 KEYS = ("workload", "peer", "n", "conc")
-ORDER = ["wall_s", "ns_per_op", "files_per_s", "warm_ns_per_op", "rerun_ns_per_op", "bytes_per_task",
+ORDER = ["wall_s", "ns_per_op", "files_per_s", "req_per_s", "warm_ns_per_op", "rerun_ns_per_op", "bytes_per_task",
          "rss_delta_mb", "peak_rss_mb"]
 
 
@@ -58,7 +60,8 @@ def main():
             cells.append(cell)
         print(f"| {' | '.join(key)} | {len(runs)} | " + " | ".join(cells) + " |")
 
-    print("\nuvasync against each peer (medians; lower metric is better):\n")
+    print("\nuvasync against each peer (medians; lower metric is better, "
+          "except req_per_s):\n")
     print("| workload | metric | uvasync | peer | peer's | uvasync is |")
     print("|---|---|---|---|---|---|")
     for (wl, peer, n), _ in groups.items():
@@ -70,14 +73,19 @@ def main():
         if ours is None or theirs is None:
             continue
         better, worse = ("smaller", "larger") if metric == "bytes_per_task" else ("faster", "slower")
+        if metric in HIGHER_BETTER:  # compare as costs: 1/rate
+            ours, theirs = 1 / ours if ours > 0 else 0, 1 / theirs if theirs > 0 else 0
         if ours <= 0 or theirs <= 0:
             verdict = "n/a"
         elif theirs >= ours:
             verdict = f"{theirs / ours:.1f}x {better}"
         else:
             verdict = f"{ours / theirs:.1f}x {worse}"
-        print(f"| {wl} (n={n}) | {metric} | {fmt(metric, ours)} | {peer} | "
-              f"{fmt(metric, theirs)} | {verdict} |")
+        shown = (med[(wl, "uvasync", n, metric)], med[(wl, peer, n, metric)])
+        if metric in HIGHER_BETTER:
+            verdict += f" ({shown[0] / shown[1]:.2f}x the rate)"
+        print(f"| {wl} (n={n}) | {metric} | {fmt(metric, shown[0])} | {peer} | "
+              f"{fmt(metric, shown[1])} | {verdict} |")
 
     if failed:
         print("\nFailed runs:\n")

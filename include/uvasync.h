@@ -91,6 +91,7 @@ extern "C" {
 #define UVA_ENOTLOCKED (-30008)    /* release of a lock that is not held */
 #define UVA_ENOLOOP (-30009)       /* no uvasync loop on this thread */
 #define UVA_ECLOSED (-30010)       /* the loop is closing or closed */
+#define UVA_ELIMIT (-30011)        /* read_until: no delimiter within the limit */
 
 /* Message for any code above or any libuv code. Never NULL; static. */
 const char *uva_strerror(int err);
@@ -595,6 +596,188 @@ uva_future_t *uva_fs_write_file(const char *path, const void *data, size_t len);
  * way, Ctrl-C goes to it instead of cancelling uva_run's main task.
  * UV_EINVAL for an invalid signal number. */
 uva_future_t *uva_signal_wait(int signum);
+
+/* ----------------------------------------------------------- subprocesses */
+
+enum uva_stdio_mode { UVA_STDIO_INHERIT = 0, UVA_STDIO_PIPE = 1, UVA_STDIO_IGNORE = 2 };
+
+typedef struct uva_process_opts {
+  const char *file;   /* the program, looked up in PATH */
+  char **args;        /* argv, NULL-terminated (args[0] is the name); NULL: {file} */
+  char **env;         /* "K=V" strings, NULL-terminated; NULL: inherit */
+  const char *cwd;    /* NULL: inherit */
+  int stdio[3];       /* stdin, stdout, stderr: enum uva_stdio_mode */
+} uva_process_opts_t;
+
+typedef struct uva_process uva_process_t;
+typedef struct uva_stream uva_stream_t; /* see the streams section */
+
+/* asyncio.create_subprocess_exec: start the program now. Piped stdio
+ * become streams (uva_process_stdio). Returns 0, or UV_ENOENT (no such
+ * program), UV_EACCES, UV_EINVAL, UV_ENOMEM, UVA_ENOLOOP; opts is borrowed. */
+int uva_process_spawn(uva_process_t **out, const uva_process_opts_t *opts);
+/* The stream of fd 0, 1 or 2 if it was piped, else NULL. Borrowed: the
+ * process owns and closes it in uva_process_free, so do not close it
+ * yourself; to give the child EOF on stdin, uva_stream_shutdown it. */
+uva_stream_t *uva_process_stdio(uva_process_t *p, int fd);
+int uva_process_pid(const uva_process_t *p);
+/* Done when the process exits: status is its exit code (0-255), or 128 +
+ * the signal number if a signal ended it. Each call gives its own future:
+ * cancelling a wait neither kills the process nor affects other waits. */
+uva_future_t *uva_process_wait(uva_process_t *p);
+/* Send a signal. 0, UV_ESRCH once it has exited, or a libuv error. */
+int uva_process_kill(uva_process_t *p, int signum);
+/* Close the piped streams and free the process handle; pending waits fail
+ * with UVA_ECLOSED. A process still running is not killed (kill it first
+ * if you mean to). NULL is ignored. */
+void uva_process_free(uva_process_t *p);
+
+/* ------------------------------------------------------------------- DNS */
+/* Both run on libuv's pool. Cancelling takes a request that has not
+ * started out of the queue; one that is running completes (UV_ECANCELED)
+ * when it ends, and its result is freed. */
+
+/* asyncio's loop.getaddrinfo. host and/or service (one may be NULL; both
+ * NULL is UV_EINVAL) and hints (may be NULL: any family) are copied. Value:
+ * the `struct addrinfo *` list (free_fn calls uv_freeaddrinfo; free a taken
+ * list with uv_freeaddrinfo, not uva_free), status the number of addresses.
+ * Errors: libuv's UV_EAI_* codes (UV_EAI_NONAME for a name that does not
+ * exist...). */
+uva_future_t *uva_getaddrinfo(const char *host, const char *service,
+                              const struct addrinfo *hints);
+
+typedef struct uva_nameinfo {
+  char host[1025];   /* NUL-terminated */
+  char service[32];  /* NUL-terminated */
+} uva_nameinfo_t;
+/* asyncio's loop.getnameinfo. addr (AF_INET or AF_INET6) is copied; flags
+ * are getnameinfo(3)'s NI_*. Value: a uva_nameinfo_t (free with uva_free),
+ * status 0. Errors: UV_EAI_*, UV_EINVAL for a NULL or non-IP address. */
+uva_future_t *uva_getnameinfo(const struct sockaddr *addr, int flags);
+
+/* --------------------------------------------------------------- streams */
+/* asyncio's StreamReader/StreamWriter pair over one libuv stream (TCP,
+ * Unix-domain socket, pipe). A stream belongs to the loop that made it.
+ *
+ * Reading. The stream reads into an internal buffer; every read takes its
+ * bytes from that buffer at the moment it completes, so a read that is
+ * cancelled (or fails) consumes nothing: the next read sees every byte.
+ * Input back-pressure: once the buffer holds more than 256 KiB that nobody
+ * asked for, the stream stops reading from the socket (uv_read_stop) until
+ * a read takes some. One read at a time: a second read while one is
+ * pending fails with UV_EBUSY (asyncio raises RuntimeError). End of stream
+ * is UV_EOF, always distinct from errors; it is sticky, as errors are.
+ *
+ * Writing. uva_stream_write borrows the buffer until its future is done,
+ * which is when libuv has handed every byte to the kernel (or failed).
+ * Writes go out in the order they were made. Output back-pressure: a
+ * writer that awaits each write has at most one buffer in flight, so its
+ * memory cannot grow however slow the peer; a writer that fires many
+ * writes without awaiting them can check uva_stream_write_queue_size().
+ * A write that libuv has started cannot be withdrawn: cancelling it
+ * completes it (UV_ECANCELED) when libuv calls back, i.e. once the peer
+ * has taken the data or the stream is closed (close the stream to stop it
+ * for good).
+ *
+ * TCP streams have TCP_NODELAY set (as asyncio does): small writes go out
+ * at once.
+ *
+ * Stream handles do not keep an attached uv_loop_t alive on their own
+ * except while a read is waiting; a stream that is never closed leaks. */
+typedef struct uva_stream uva_stream_t;
+
+/* asyncio.open_connection(host, port). host is a name or a numeric
+ * address (copied); a name is resolved with getaddrinfo and each address
+ * is tried in turn until one connects. Value: the uva_stream_t * (free_fn
+ * closes it, so an unread result leaks nothing; once you take it, close it
+ * with uva_stream_close). Status 0. Errors: UV_ECONNREFUSED,
+ * UV_ETIMEDOUT, UV_EAI_* (resolution), UV_EINVAL (NULL host, port outside
+ * 1..65535); with several addresses, the last attempt's error. Cancelling
+ * stops resolution or closes the socket being connected. */
+uva_future_t *uva_tcp_connect(const char *host, int port);
+/* Connect to a Unix-domain socket at path (copied). As uva_tcp_connect;
+ * UV_ENOENT if nothing is there, UV_ENAMETOOLONG for a path too long for
+ * sockaddr_un. */
+uva_future_t *uva_unix_connect(const char *path);
+
+/* Read up to len bytes into buf (borrowed until done). Status: bytes read
+ * (> 0), UV_EOF at end of stream, or a negative error. len 0 gives 0 at
+ * once. */
+uva_future_t *uva_stream_read(uva_stream_t *s, void *buf, size_t len);
+/* Read exactly n bytes (n <= INT_MAX) into buf. Status n, or UV_EOF if the
+ * stream ended before n bytes arrived (or another error). On failure no
+ * byte is consumed: what did arrive stays buffered (uva_stream_buffered()
+ * says how much) and uva_stream_read hands it out. */
+uva_future_t *uva_stream_read_exactly(uva_stream_t *s, void *buf, size_t n);
+/* Read up to and including the delimiter (delim, dlen >= 1, borrowed
+ * until done). Value: a uva_bytes_t holding the data and the delimiter
+ * (free with uva_free), status its length. limit: the largest result
+ * accepted (0: 64 KiB, asyncio's default); UVA_ELIMIT if the delimiter is
+ * not within the first limit bytes. UV_EOF if the stream ended first. On
+ * either error nothing is consumed (the data stays buffered, as asyncio's
+ * LimitOverrunError leaves it). */
+uva_future_t *uva_stream_read_until(uva_stream_t *s, const void *delim, size_t dlen,
+                                    size_t limit);
+/* Bytes received and not yet read. */
+size_t uva_stream_buffered(const uva_stream_t *s);
+
+/* Write len bytes of buf (borrowed until done). Status 0 once libuv has
+ * written them all, or a negative error (UV_EPIPE, UV_ECONNRESET,
+ * UVA_ECLOSED if the stream was closed first). Writes that fit in the
+ * socket's buffer right away complete without an allocation. */
+uva_future_t *uva_stream_write(uva_stream_t *s, const void *buf, size_t len);
+/* Bytes accepted by writes and not yet handed to the kernel. */
+size_t uva_stream_write_queue_size(const uva_stream_t *s);
+/* Half-close (asyncio's write_eof): after the writes made so far, send
+ * end of stream; reading goes on. Status 0 or a libuv error. */
+uva_future_t *uva_stream_shutdown(uva_stream_t *s);
+/* Close the stream and free it. Safe at any time on the loop's thread:
+ * a pending read fails at once with UVA_ECLOSED, pending writes and
+ * shutdowns with UVA_ECLOSED when libuv gives them back. The memory stays
+ * until libuv has closed the handle (the loop waits for that before
+ * closing), but s must not be used after this call, except a server's
+ * connection stream, which stays valid (every operation failing with
+ * UVA_ECLOSED) until its conn_fn returns. NULL and a second close are
+ * ignored. */
+void uva_stream_close(uva_stream_t *s);
+
+/* --------------------------------------------------------------- servers */
+/* asyncio.start_server. Each accepted connection runs conn_fn(conn, arg)
+ * as a new task; the library closes conn when conn_fn returns (conn_fn may
+ * close it earlier itself). conn_fn's status is ignored. */
+typedef struct uva_server uva_server_t;
+typedef int (*uva_conn_fn)(uva_stream_t *conn, void *arg);
+
+/* Listen on host:port (TCP). host: a numeric IPv4/IPv6 address,
+ * "localhost" (127.0.0.1) or NULL (0.0.0.0: every interface); not
+ * resolved. port 0 picks a free port (see uva_server_port). backlog <= 0:
+ * 511. On success *out is the server, which the caller must close with
+ * uva_server_close. Returns 0, UV_EINVAL, UV_EADDRINUSE, UVA_ENOLOOP,
+ * UV_ENOMEM or another libuv error. Call on the loop's thread. */
+int uva_tcp_listen(uva_server_t **out, const char *host, int port, int backlog,
+                   uva_conn_fn conn_fn, void *arg);
+/* Listen on a Unix-domain socket at path. A socket file left at path is
+ * removed first (as asyncio does); the file is removed on close. */
+int uva_unix_listen(uva_server_t **out, const char *path, int backlog,
+                    uva_conn_fn conn_fn, void *arg);
+/* The TCP port the server listens on (the one picked for port 0); 0 for a
+ * Unix-domain server. */
+int uva_server_port(const uva_server_t *srv);
+/* Connections currently running. */
+size_t uva_server_connections(const uva_server_t *srv);
+/* Stop listening at once, then either cancel every running connection
+ * task (cancel_connections = 1) or let them finish (0: drain). The future
+ * completes (status 0) when the listening socket is closed and every
+ * connection task has ended; the server is freed then (do not use srv
+ * after this call). Cancelling the future (a wait_for around a drain that
+ * takes too long) cancels the connection tasks and completes it at once
+ * with UV_ECANCELED; the server is freed when they have ended (the loop
+ * waits for them before it closes). A connection task may close its own
+ * server: with cancel_connections = 1 its await returns UV_ECANCELED (it
+ * is one of the connections); awaiting a drain there would wait for
+ * itself, so release that future instead. NULL on ENOMEM (nothing was
+ * done: retry). A NULL srv gives a future failed with UV_EINVAL. */
+uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections);
 
 #ifdef __cplusplus
 }

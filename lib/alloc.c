@@ -51,6 +51,9 @@ char *uva__strdup(const char *s) {
   return d;
 }
 
+/* The public free for every value the library hands out. */
+void uva_free(void *p) { uva__free(p); }
+
 long uva_test_alloc_live(void) { return atomic_load(&live); }
 long uva_test_alloc_count(void) { return atomic_load(&count); }
 void uva_test_alloc_fail_after(long n) {

@@ -11,7 +11,8 @@
   X(UVA_EBOUND, "bounded semaphore released too many times")       \
   X(UVA_ENOTLOCKED, "lock is not held")                            \
   X(UVA_ENOLOOP, "no uvasync loop on this thread")                 \
-  X(UVA_ECLOSED, "loop or object is closed")
+  X(UVA_ECLOSED, "loop or object is closed")                       \
+  X(UVA_ELIMIT, "delimiter not found within the limit")
 
 const char *uva_strerror(int err) {
 #define X(code, msg) \

@@ -33,8 +33,6 @@ typedef struct fsop {
   size_t wlen, woff;
 } fsop_t;
 
-void uva_free(void *p) { uva__free(p); }
-
 static int fs_cancel(uva_future_t *f) {
   fsop_t *o = (fsop_t *)f;
   o->cancel_requested = true;

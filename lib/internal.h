@@ -250,7 +250,9 @@ struct uva_loop {
   uv_mutex_t *ts_mutex;
   struct uva__tscall *ts_head, *ts_tail;
   bool ts_closed;
-  size_t jobs;                  /* to_thread jobs in flight */
+  size_t jobs;                  /* requests and closing handles libuv still has:
+                                 * to_thread, fs, DNS, streams... uva_loop_close
+                                 * waits for them */
   uva_future_t *main_task;
   /* The future every fast path that is done with status 0 and no value
    * returns (a free lock, a put with room, uva_sleep-free yields...): one
@@ -287,5 +289,14 @@ int uva__ts_init(uva_loop_t *loop);
 void uva__ts_run(uva_loop_t *loop);
 void uva__ts_close(uva_loop_t *loop);
 void uva__tasks_close(uva_loop_t *loop);
+
+/* ---------------------------------------------------------------- net */
+/* For subprocesses: a stream around a fresh, initialised uv_pipe_t (ipc 0),
+ * not connected yet. Pass uva__stream_handle(s) to uv_spawn's stdio
+ * (UV_CREATE_PIPE); after a successful spawn it works with
+ * uva_stream_read/write/close like any other stream (close it on failure
+ * too). NULL on ENOMEM or when this thread has no loop. */
+uva_stream_t *uva__stream_new_pipe(uva_loop_t *loop);
+uv_stream_t *uva__stream_handle(uva_stream_t *s);
 
 #endif
