@@ -44,15 +44,7 @@ static dnsop_t *dns_new(uva_loop_t *loop) {
   return (dnsop_t *)uva__future_alloc(loop, &dns_fops);
 }
 
-static uva_future_t *dns_started(dnsop_t *o, int rc) {
-  if (rc < 0) {
-    uva__future_complete(&o->base, rc, NULL, NULL);
-  } else {
-    o->base.refs++; /* libuv's, until the callback */
-    o->base.loop->jobs++;
-  }
-  return &o->base;
-}
+static uva_future_t *dns_started(dnsop_t *o, int rc) { return uva__future_started(&o->base, rc); }
 
 static void on_addrinfo(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dnsop_t *o = UVA_CONTAINER_OF(req, dnsop_t, req.ai);

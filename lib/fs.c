@@ -65,14 +65,8 @@ static fsop_t *fs_new(uva_loop_t **loopp, int kind) {
 
 /* Hand the request to libuv (rc from the uv_fs_* call). */
 static uva_future_t *fs_started(fsop_t *o, int rc) {
-  if (rc < 0) { /* refused synchronously: no callback will come */
-    uv_fs_req_cleanup(&o->req);
-    uva__future_complete(&o->base, rc, NULL, NULL);
-  } else {
-    o->base.refs++; /* libuv's, until the callback */
-    o->base.loop->jobs++;
-  }
-  return &o->base;
+  if (rc < 0) uv_fs_req_cleanup(&o->req); /* refused synchronously */
+  return uva__future_started(&o->base, rc);
 }
 
 static void fs_done(fsop_t *o, int status, void *value) {

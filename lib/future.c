@@ -117,6 +117,23 @@ int uva__future_cancel_now(uva_future_t *f) {
   return 1;
 }
 
+uva_future_t *uva__future_started(uva_future_t *f, int rc) {
+  if (rc < 0) {
+    uva__future_complete(f, rc, NULL, NULL);
+  } else {
+    f->refs++; /* libuv's, until the callback */
+    f->loop->jobs++;
+  }
+  return f;
+}
+
+int uva__waiter_cancel(uva_future_t *f) {
+  uva__list_unlink(&f->link);
+  return uva__future_cancel_now(f);
+}
+
+void uva__waiter_destroy(uva_future_t *f) { uva__list_unlink(&f->link); }
+
 uva_future_t *uva_future_new(void) {
   uva_loop_t *loop = uva__loop();
   return loop ? uva__future_alloc(loop, &uva__plain_fops) : NULL;

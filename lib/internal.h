@@ -133,6 +133,14 @@ void uva__future_complete(uva_future_t *f, int status, void *value,
 /* A future already done with status and no value on loop (NULL: this
  * thread's). Status 0 gives the loop's shared done0. NULL on ENOMEM. */
 uva_future_t *uva__future_done(uva_loop_t *loop, int status);
+/* A request was handed to libuv (rc from the uv_* call). On rc < 0 no
+ * callback will come: complete f with rc. Otherwise take the reference and
+ * the loop->jobs count the request holds until its callback. Returns f. */
+uva_future_t *uva__future_started(uva_future_t *f, int rc);
+/* fops for futures standing in a line by their link: leaving the line is
+ * all a cancel or a drop needs. */
+int uva__waiter_cancel(uva_future_t *f);
+void uva__waiter_destroy(uva_future_t *f);
 /* Default cancel: complete with UV_ECANCELED now. */
 int uva__future_cancel_now(uva_future_t *f);
 extern const uva__fops_t uva__plain_fops;

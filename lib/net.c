@@ -379,15 +379,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   req_done(UVA_CONTAINER_OF(req, reqop_t, req.shutdown), status);
 }
 
-static uva_future_t *req_started(reqop_t *o, int rc) {
-  if (rc < 0) {
-    uva__future_complete(&o->base, rc, NULL, NULL);
-  } else {
-    o->base.refs++; /* libuv's, until the callback */
-    o->base.loop->jobs++;
-  }
-  return &o->base;
-}
+static uva_future_t *req_started(reqop_t *o, int rc) { return uva__future_started(&o->base, rc); }
 
 uva_future_t *uva_stream_write(uva_stream_t *s, const void *buf, size_t len) {
   uva_loop_t *loop = uva__loop();

@@ -19,13 +19,7 @@ struct uva_process {
   int status;
 };
 
-static int waiter_cancel(uva_future_t *f) {
-  uva__list_unlink(&f->link);
-  return uva__future_cancel_now(f);
-}
-static void waiter_destroy(uva_future_t *f) { uva__list_unlink(&f->link); }
-
-static const uva__fops_t waiter_fops = {"process", waiter_cancel, waiter_destroy,
+static const uva__fops_t waiter_fops = {"process", uva__waiter_cancel, uva__waiter_destroy,
                                         sizeof(uva__small_future_t)};
 
 static void complete_waiters(uva_process_t *p, int status) {

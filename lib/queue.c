@@ -113,13 +113,6 @@ static void *store_pop(uva_queue_t *q) {
 
 /* ---------------------------------------------------------------- waiters */
 
-static int waiter_cancel(uva_future_t *f) {
-  uva__list_unlink(&f->link);
-  return uva__future_cancel_now(f);
-}
-
-static void waiter_destroy(uva_future_t *f) { uva__list_unlink(&f->link); }
-
 /* A put waiter owns its item until it is served (item moved, NULL here). */
 static int putter_cancel(uva_future_t *f) {
   uva__list_unlink(&f->link);
@@ -136,11 +129,11 @@ static void putter_destroy(uva_future_t *f) {
   if (item) drop(W(f)->owner, item);
 }
 
-static const uva__fops_t get_fops = {"queue.get", waiter_cancel, waiter_destroy,
+static const uva__fops_t get_fops = {"queue.get", uva__waiter_cancel, uva__waiter_destroy,
                                      sizeof(uva__small_future_t)};
 static const uva__fops_t put_fops = {"queue.put", putter_cancel, putter_destroy,
                                      sizeof(uva__small_future_t)};
-static const uva__fops_t join_fops = {"queue.join", waiter_cancel, waiter_destroy,
+static const uva__fops_t join_fops = {"queue.join", uva__waiter_cancel, uva__waiter_destroy,
                                       sizeof(uva__small_future_t)};
 
 static uva_future_t *shift_future(uva__link_t *line) {

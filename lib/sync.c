@@ -43,18 +43,11 @@ static void fail_all(uva__link_t *line, int status) {
 }
 
 /* Plain waiters: leaving the line is all a cancel or a drop needs. */
-static int waiter_cancel(uva_future_t *f) {
-  uva__list_unlink(&f->link);
-  return uva__future_cancel_now(f);
-}
-
-static void waiter_destroy(uva_future_t *f) { uva__list_unlink(&f->link); }
-
-static const uva__fops_t lock_fops = {"lock", waiter_cancel, waiter_destroy,
+static const uva__fops_t lock_fops = {"lock", uva__waiter_cancel, uva__waiter_destroy,
                                       sizeof(uva__small_future_t)};
-static const uva__fops_t event_fops = {"event", waiter_cancel, waiter_destroy,
+static const uva__fops_t event_fops = {"event", uva__waiter_cancel, uva__waiter_destroy,
                                        sizeof(uva__small_future_t)};
-static const uva__fops_t sem_fops = {"semaphore", waiter_cancel, waiter_destroy,
+static const uva__fops_t sem_fops = {"semaphore", uva__waiter_cancel, uva__waiter_destroy,
                                      sizeof(uva__small_future_t)};
 
 /* ------------------------------------------------------------------ lock */
@@ -164,7 +157,7 @@ static inline void cw_set(uva_future_t *f, uintptr_t bits) {
 }
 
 static int cond_waiter_cancel(uva_future_t *f);
-static const uva__fops_t cond_fops = {"condition", cond_waiter_cancel, waiter_destroy,
+static const uva__fops_t cond_fops = {"condition", cond_waiter_cancel, uva__waiter_destroy,
                                       sizeof(uva__small_future_t)};
 
 /* Hand the lock to f (already out of any line). A condition waiter ends
