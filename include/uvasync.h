@@ -779,6 +779,123 @@ size_t uva_server_connections(const uva_server_t *srv);
  * done: retry). A NULL srv gives a future failed with UV_EINVAL. */
 uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections);
 
+/* ----------------------------------------------------------- HTTP client */
+/* aiohttp's ClientSession on libcurl's multi_socket interface, driven by
+ * the loop (one uv_poll_t per socket curl uses, one uv_timer_t). Only http
+ * and https URLs are allowed (also for redirects); TLS peer and host
+ * verification are always on. Connections are reused between requests of
+ * the same client; compressed responses are decoded.
+ *
+ * libcurl is initialised once per process (curl_global_init, on first
+ * uva_http_client_new) and never cleaned up: its global state lives until
+ * exit.
+ *
+ * Errors of a request future (distinct codes):
+ *   UV_EAI_NONAME       the host name could not be resolved
+ *   UV_ECONNREFUSED     the connection was refused (or another connect
+ *                       error: the OS's code when curl reports one,
+ *                       e.g. UV_ENETUNREACH)
+ *   UV_ETIMEDOUT        timeout_ms or connect_timeout_ms passed
+ *   UV_ELOOP            more redirects than max_redirects
+ *   UV_EPROTONOSUPPORT  a scheme other than http/https (ftp://, file://...)
+ *   UV_EPROTO           TLS failure (handshake, certificate verification)
+ *   UV_ECONNRESET       the peer closed or reset the connection before a
+ *                       complete response (also: empty reply)
+ *   UV_E2BIG            the body is larger than max_body
+ *   UV_EINVAL           bad arguments: NULL url, a URL with spaces or
+ *                       control characters, a malformed URL, a header
+ *                       with CR or LF or without ':' (or ';'), a bad method
+ *   UV_ECANCELED        cancelled, or the client was freed
+ *   UV_ENOMEM, UV_EIO   out of memory; any other curl failure (a reply
+ *                       that is not HTTP...)
+ * An HTTP error status (404, 500...) is NOT an error: the future succeeds
+ * and the response carries the status.
+ *
+ * Error text: a failed future has no value, so curl's own message for the
+ * most recent failed request of a client is kept on the client:
+ * uva_http_last_error(). Read it right after the await that failed (a later
+ * failure of another request on the same client overwrites it). */
+
+typedef struct uva_http_client uva_http_client_t;
+
+typedef struct uva_http_client_opts {
+  const char *user_agent;      /* copied; NULL: "uvasync/<version>" */
+  int64_t timeout_ms;          /* default total timeout per request; <= 0: none */
+  int64_t connect_timeout_ms;  /* default connect timeout; <= 0: curl's (300 s) */
+  long max_redirects;          /* default redirect limit; <= 0: 10 */
+  size_t max_body;             /* default body limit in bytes; 0: none */
+  long max_connections;        /* total open connections; <= 0: no limit */
+  long max_host_connections;   /* per host; <= 0: no limit */
+} uva_http_client_opts_t;
+
+/* Make a client on this thread's loop. opts may be NULL (defaults above);
+ * it is copied. Returns 0, UV_EINVAL (out NULL, user agent with CR/LF),
+ * UVA_ENOLOOP or UV_ENOMEM. Free it with uva_http_client_free before the
+ * loop closes (before main returns under uva_run). */
+int uva_http_client_new(uva_http_client_t **out, const uva_http_client_opts_t *opts);
+/* Free a client: requests still running complete with UV_ECANCELED, every
+ * connection is closed; the memory goes when libuv has closed the handles
+ * (the loop waits for that before it closes). NULL is ignored. */
+void uva_http_client_free(uva_http_client_t *c);
+/* curl's message for the client's most recent failed request ("" if none).
+ * Borrowed, valid until the next failure or uva_http_client_free. */
+const char *uva_http_last_error(const uva_http_client_t *c);
+
+enum uva_http_follow {
+  UVA_HTTP_FOLLOW_DEFAULT = 0, /* follow redirects (the default) */
+  UVA_HTTP_FOLLOW = 1,
+  UVA_HTTP_NO_FOLLOW = 2       /* a 3xx is the response */
+};
+
+typedef struct uva_http_request {
+  const char *method;           /* NULL: GET, or POST when body is set */
+  const char *url;              /* required; copied */
+  const char *const *headers;   /* "Name: value" strings, NULL-terminated;
+                                 * "Name:" removes a default header,
+                                 * "Name;" sends it empty; copied */
+  const void *body;             /* request body, copied; NULL: none */
+  size_t body_len;
+  int64_t timeout_ms;           /* 0: client's default; < 0: none */
+  int64_t connect_timeout_ms;   /* 0: client's default */
+  int follow_redirects;         /* enum uva_http_follow */
+  long max_redirects;           /* <= 0: client's default */
+  size_t max_body;              /* 0: client's default */
+} uva_http_request_t;
+
+typedef struct uva_http_header {
+  const char *name;             /* as the server sent it */
+  const char *value;            /* leading/trailing blanks removed */
+} uva_http_header_t;
+
+typedef struct uva_http_response {
+  int status;                   /* HTTP status code (200, 404...) */
+  int http_version;             /* 10, 11, 20 or 30 */
+  const char *effective_url;    /* after redirects */
+  uint64_t total_us;            /* total time of the transfer, microseconds */
+  size_t nheaders;              /* headers of the final response, in order */
+  uva_http_header_t *headers;
+  char *body;                   /* body_len bytes, then a NUL */
+  size_t body_len;
+} uva_http_response_t;
+
+/* Free a response (everything it points to). NULL is ignored. */
+void uva_http_response_free(uva_http_response_t *r);
+/* First header named name (case-insensitive), borrowed from r; NULL if
+ * absent. */
+const char *uva_http_response_header(const uva_http_response_t *r, const char *name);
+
+/* Start a request on client c. Value: a uva_http_response_t * (free_fn
+ * uva_http_response_free; free a taken one with uva_http_response_free),
+ * status 0. Errors: see above; bad arguments (c NULL or freed or of another
+ * loop, rq NULL, a header with CR/LF...) give a future already failed with
+ * UV_EINVAL. NULL on ENOMEM or when this thread has no loop. Cancelling
+ * (uva_cancel, wait_for) removes the transfer from curl at once and
+ * completes the future with UV_ECANCELED. rq and everything it points to
+ * may be freed as soon as this returns. */
+uva_future_t *uva_http_request(uva_http_client_t *c, const uva_http_request_t *rq);
+/* A GET of url with the client's defaults. */
+uva_future_t *uva_http_get(uva_http_client_t *c, const char *url);
+
 #ifdef __cplusplus
 }
 #endif
