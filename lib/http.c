@@ -185,6 +185,13 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   }
   if (q->body_len + n + 1 > q->body_cap) {
     size_t cap = q->body_cap ? q->body_cap : 4096;
+    curl_off_t cl = -1;
+    /* First chunk of a body whose length is announced: one allocation of
+     * the right size instead of a chain of reallocs copying it over. */
+    if (q->body_len == 0 &&
+        curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+        cl > 0 && (q->max_body == 0 || (size_t)cl <= q->max_body) && (size_t)cl + 1 > cap)
+      cap = (size_t)cl + 1;
     while (cap < q->body_len + n + 1) cap *= 2;
     char *b = uva__realloc(q->body, cap);
     if (b == NULL) {
