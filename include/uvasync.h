@@ -876,6 +876,8 @@ typedef struct uva_http_response {
   uva_http_header_t *headers;
   char *body;                   /* body_len bytes, then a NUL */
   size_t body_len;
+  size_t body_cap_;             /* private from here on */
+  struct body_pool *pool_;
 } uva_http_response_t;
 
 /* Free a response (everything it points to). NULL is ignored. */

@@ -357,6 +357,32 @@ TASK_TEST(test_http_concurrent) {
   return 0;
 }
 
+/* Body buffers are reused through the client's pool; a response may
+ * outlive its client (it frees its own buffer then). Bodies stay intact
+ * whichever pooled buffer they land in. */
+TASK_TEST(test_http_bodies_reuse_buffers_and_outlive_client) {
+  env_t e;
+  env_open(&e);
+  for (int i = 0; i < 6; i++) {
+    uva_http_response_t *r = get_ok(e.client, url(&e, i % 2 ? "/big" : "/ok"));
+    if (i % 2) {
+      ck_assert_uint_eq(r->body_len, BIG_LEN);
+      ck_assert_int_eq(memcmp(r->body, big_body, BIG_LEN), 0);
+    } else {
+      ck_assert_str_eq(r->body, "hello");
+    }
+    uva_http_response_free(r);
+  }
+  uva_http_response_t *kept1 = get_ok(e.client, url(&e, "/big"));
+  uva_http_response_t *kept2 = get_ok(e.client, url(&e, "/ok"));
+  env_close(&e); /* the client goes first */
+  ck_assert_int_eq(memcmp(kept1->body, big_body, BIG_LEN), 0);
+  ck_assert_str_eq(kept2->body, "hello");
+  uva_http_response_free(kept1);
+  uva_http_response_free(kept2);
+  return 0;
+}
+
 static Suite *http_suite(void) {
   Suite *s = suite_create("http");
   TCase *tc = tcase_create("client");
@@ -374,6 +400,7 @@ static Suite *http_suite(void) {
   tcase_add_test(tc, test_http_peer_closes);
   tcase_add_test(tc, test_http_cancel);
   tcase_add_test(tc, test_http_concurrent);
+  tcase_add_test(tc, test_http_bodies_reuse_buffers_and_outlive_client);
   suite_add_tcase(s, tc);
   return s;
 }
