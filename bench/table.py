@@ -14,10 +14,10 @@ from collections import OrderedDict
 # Metric compared per workload; lower is better unless in HIGHER_BETTER.
 METRIC = {"spawn": "ns_per_op", "pingpong": "ns_per_op", "timers": "wall_s",
           "memory": "bytes_per_task", "to_thread_files": "ns_per_op",
-          "echo": "req_per_s"}
-HIGHER_BETTER = {"req_per_s"}
+          "echo": "req_per_s", "http_small": "req_per_s", "http_large": "mb_per_s"}
+HIGHER_BETTER = {"req_per_s", "mb_per_s"}
 KEYS = ("workload", "peer", "n", "conc")
-ORDER = ["wall_s", "ns_per_op", "files_per_s", "req_per_s", "warm_ns_per_op", "rerun_ns_per_op", "bytes_per_task",
+ORDER = ["wall_s", "ns_per_op", "files_per_s", "req_per_s", "mb_per_s", "warm_ns_per_op", "rerun_ns_per_op", "bytes_per_task",
          "rss_delta_mb", "peak_rss_mb"]
 
 
