@@ -161,10 +161,7 @@ static int enqueue(uva_queue_t *q, void *item) {
     uva__future_complete(g, 0, item, q->item_free);
     return 0;
   }
-  if (store_push(q, item) != 0) {
-    drop(q, item);
-    return UV_ENOMEM;
-  }
+  if (store_push(q, item) != 0) return UV_ENOMEM; /* the caller still has item */
   q->unfinished++;
   return 0;
 }
@@ -223,7 +220,11 @@ uva_future_t *uva_queue_put(uva_queue_t *q, void *item) {
     drop(q, item);
     return uva__future_done(q->loop, UVA_ESHUTDOWN);
   }
-  if (!is_full(q)) return uva__future_done(q->loop, enqueue(q, item));
+  if (!is_full(q)) {
+    int rc = enqueue(q, item);
+    if (rc != 0) drop(q, item); /* rule 3: put takes the item even on failure */
+    return uva__future_done(q->loop, rc);
+  }
   uva_future_t *f = uva__future_alloc(q->loop, &put_fops);
   if (f == NULL) {
     drop(q, item);
@@ -257,15 +258,7 @@ int uva_queue_put_nowait(uva_queue_t *q, void *item) {
    * so it can retry or hand it elsewhere (asyncio's QueueFull). */
   if (q->shutdown) return UVA_ESHUTDOWN;
   if (is_full(q)) return UVA_EFULL;
-  uva_future_t *g = shift_future(&q->getters);
-  if (g) {
-    q->unfinished++;
-    uva__future_complete(g, 0, item, q->item_free);
-    return 0;
-  }
-  if (store_push(q, item) != 0) return UV_ENOMEM;
-  q->unfinished++;
-  return 0;
+  return enqueue(q, item);
 }
 
 int uva_queue_get_nowait(uva_queue_t *q, void **item) {
