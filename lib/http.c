@@ -244,24 +244,18 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
     q->too_big = true;
     return CURL_WRITEFUNC_ERROR;
   }
-  if (q->body == NULL) { /* first chunk: a pooled buffer, sized if we can */
-    curl_off_t cl = -1;
-    size_t want = q->body_len + n + 1;
-    if (curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
-        cl > 0 && (q->max_body == 0 || (size_t)cl <= q->max_body) && (size_t)cl + 1 > want)
-      want = (size_t)cl + 1;
-    q->body = pool_get(q->client->pool, want, &q->body_cap);
-  }
-  if (q->body_len + n + 1 > q->body_cap) {
-    size_t cap = q->body_cap ? q->body_cap : 4096;
-    curl_off_t cl = -1;
-    /* A body whose length is announced: one allocation of the right size
-     * instead of a chain of reallocs copying it over. */
-    if (q->body_len == 0 &&
-        curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
-        cl > 0 && (q->max_body == 0 || (size_t)cl <= q->max_body) && (size_t)cl + 1 > cap)
-      cap = (size_t)cl + 1;
-    while (cap < q->body_len + n + 1) cap *= 2;
+  size_t need = q->body_len + n + 1;
+  curl_off_t cl = -1;
+  /* A response's first chunk: if its length is announced, size the buffer
+   * for all of it at once instead of a chain of reallocs copying it over. */
+  if (q->body_len == 0 &&
+      curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+      cl > 0 && (q->max_body == 0 || (size_t)cl <= q->max_body) && (size_t)cl + 1 > need)
+    need = (size_t)cl + 1;
+  if (q->body == NULL) q->body = pool_get(q->client->pool, need, &q->body_cap);
+  if (need > q->body_cap) {
+    size_t cap = q->body_cap ? q->body_cap * 2 : 4096;
+    if (cap < need) cap = need;
     char *b = uva__realloc(q->body, cap);
     if (b == NULL) {
       q->oom = true;
