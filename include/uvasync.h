@@ -811,10 +811,11 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections);
  * An HTTP error status (404, 500...) is NOT an error: the future succeeds
  * and the response carries the status.
  *
- * Error text: a failed future has no value, so curl's own message for the
- * most recent failed request of a client is kept on the client:
- * uva_http_last_error(). Read it right after the await that failed (a later
- * failure of another request on the same client overwrites it). */
+ * Error text: a failed future has no value, so curl's own message goes to
+ * the request's `error` buffer when it has one (curl's ERRORBUFFER model),
+ * and the most recent failure of a client is also kept on the client:
+ * uva_http_last_error(). With several requests in flight, use the buffer:
+ * the client's copy is overwritten by whichever request fails last. */
 
 typedef struct uva_http_client uva_http_client_t;
 
@@ -826,6 +827,15 @@ typedef struct uva_http_client_opts {
   size_t max_body;             /* default body limit in bytes; 0: none */
   long max_connections;        /* total open connections; <= 0: no limit */
   long max_host_connections;   /* per host; <= 0: no limit */
+  int cookies;                 /* nonzero: an in-memory cookie jar shared by
+                                * the client's requests (curl's engine) */
+  const char *protocols;       /* schemes allowed (also for redirects), in
+                                * curl's syntax ("http,https,file"); NULL:
+                                * "http,https"; copied */
+  const char *ca_file;         /* PEM file of the CAs that verify servers;
+                                * NULL: the system's bundle; copied */
+  size_t stream_buffer;        /* streaming: bytes buffered before the
+                                * transfer pauses; 0: 256 KiB */
 } uva_http_client_opts_t;
 
 /* Make a client on this thread's loop. opts may be NULL (defaults above);
@@ -847,6 +857,14 @@ enum uva_http_follow {
   UVA_HTTP_NO_FOLLOW = 2       /* a 3xx is the response */
 };
 
+enum uva_http_version {
+  UVA_HTTP_VERSION_DEFAULT = 0, /* HTTP/2 over TLS when the server offers
+                                 * it (ALPN), else HTTP/1.1 */
+  UVA_HTTP_VERSION_1_1 = 1,     /* HTTP/1.1 only */
+  UVA_HTTP_VERSION_2 = 2        /* HTTP/2, also over plain http:// (prior
+                                 * knowledge: the server must speak h2c) */
+};
+
 typedef struct uva_http_request {
   const char *method;           /* NULL: GET, or POST when body is set */
   const char *url;              /* required; copied */
@@ -855,12 +873,23 @@ typedef struct uva_http_request {
                                  * "Name;" sends it empty; copied */
   const void *body;             /* request body, copied; NULL: none */
   size_t body_len;
+  const char *body_file;        /* request body streamed from this file
+                                 * (path, copied; opened when the request
+                                 * starts, read in chunks on libuv's pool);
+                                 * not with body */
+  int http_version;             /* enum uva_http_version */
   int64_t timeout_ms;           /* 0: client's default; < 0: none */
   int64_t connect_timeout_ms;   /* 0: client's default */
   int follow_redirects;         /* enum uva_http_follow */
   long max_redirects;           /* <= 0: client's default */
   size_t max_body;              /* 0: client's default */
+  char *error;                  /* optional: UVA_HTTP_ERROR_SIZE bytes,
+                                 * borrowed until the future is done; gets
+                                 * curl's message if the request fails
+                                 * ("" otherwise) */
 } uva_http_request_t;
+
+#define UVA_HTTP_ERROR_SIZE 256
 
 typedef struct uva_http_header {
   const char *name;             /* as the server sent it */
@@ -871,7 +900,15 @@ typedef struct uva_http_response {
   int status;                   /* HTTP status code (200, 404...) */
   int http_version;             /* 10, 11, 20 or 30 */
   const char *effective_url;    /* after redirects */
-  uint64_t total_us;            /* total time of the transfer, microseconds */
+  int redirects;                /* redirects followed */
+  /* Timings in microseconds from the start of the transfer to the end of
+   * each phase (curl's *_TIME_T; a phase that did not happen, e.g. TLS on
+   * http:// or DNS on a reused connection, reads 0): */
+  uint64_t dns_us;              /* name resolved */
+  uint64_t connect_us;          /* TCP connected */
+  uint64_t tls_us;              /* TLS handshake done */
+  uint64_t first_byte_us;       /* first response byte received */
+  uint64_t total_us;            /* transfer complete */
   size_t nheaders;              /* headers of the final response, in order */
   uva_http_header_t *headers;
   char *body;                   /* body_len bytes, then a NUL */
@@ -897,6 +934,40 @@ const char *uva_http_response_header(const uva_http_response_t *r, const char *n
 uva_future_t *uva_http_request(uva_http_client_t *c, const uva_http_request_t *rq);
 /* A GET of url with the client's defaults. */
 uva_future_t *uva_http_get(uva_http_client_t *c, const char *url);
+
+/* Streaming: the body is read chunk by chunk instead of collected.
+ *
+ * uva_http_stream_open starts rq on c like uva_http_request. Its value,
+ * once the headers of the final response are in, is a uva_http_stream_t *
+ * (free_fn uva_http_stream_close; close a taken one yourself). The errors
+ * are those of uva_http_request; a failure after the headers shows up on
+ * uva_http_stream_read instead.
+ *
+ * Back-pressure: the library buffers at most the client's stream_buffer
+ * bytes (plus one network chunk) per stream; when the reader falls behind
+ * the transfer is paused (curl_easy_pause) and resumed as it reads. max_body
+ * still applies to the whole body. */
+typedef struct uva_http_stream uva_http_stream_t;
+uva_future_t *uva_http_stream_open(uva_http_client_t *c, const uva_http_request_t *rq);
+/* The response head (status, version, effective URL, headers; body empty).
+ * Borrowed from s. Its timings are filled in when the body has ended. */
+const uva_http_response_t *uva_http_stream_response(const uva_http_stream_t *s);
+/* Read up to len bytes of body into buf (borrowed until done). Status:
+ * bytes read (> 0), UV_EOF once the whole body was read, or the transfer's
+ * error (UV_ECONNRESET, UV_ETIMEDOUT, UV_E2BIG...); errors are sticky.
+ * One read at a time: a second read while one is pending fails with
+ * UV_EBUSY; len 0 gives 0 at once; s NULL gives UV_EINVAL. */
+uva_future_t *uva_http_stream_read(uva_http_stream_t *s, void *buf, size_t len);
+/* curl's message for the error the stream's transfer ended with ("" if
+ * none). Borrowed from s. */
+const char *uva_http_stream_error(const uva_http_stream_t *s);
+/* Body bytes received and not yet read (0 for NULL). */
+size_t uva_http_stream_buffered(const uva_http_stream_t *s);
+/* Stop the transfer if it is still running, fail a pending read with
+ * UV_ECANCELED and free s. NULL is ignored. A stream must be closed before
+ * its client is freed (a client freed first ends the transfer with
+ * UV_ECANCELED; the stream is still closed by its owner). */
+void uva_http_stream_close(uva_http_stream_t *s);
 
 #ifdef __cplusplus
 }

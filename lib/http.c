@@ -26,9 +26,14 @@
 #include "internal.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define HTTP_DEFAULT_REDIRECTS 10
 #define HTTP_FREE_EASY_MAX 256
@@ -46,6 +51,7 @@ struct uva_http_client {
   uva_loop_t *loop;
   body_pool_t *pool;
   CURLM *multi;
+  CURLSH *share;      /* the cookie jar, when cookies are on */
   uv_timer_t timer;
   uva__link_t active; /* requests curl has */
   uva__link_t polls;  /* open poll handles */
@@ -53,12 +59,24 @@ struct uva_http_client {
   size_t nfree, free_cap;
   size_t closing;     /* handles whose close callback has not run */
   bool freed;
-  char *user_agent;
+  char *user_agent, *protocols, *ca_file;
   int64_t timeout_ms, connect_timeout_ms;
   long max_redirects;
-  size_t max_body;
+  size_t max_body, stream_buffer;
   char last_error[CURL_ERROR_SIZE];
 };
+
+/* A request body read from a file on libuv's pool, one buffer at a time:
+ * curl's read callback pauses the transfer while the buffer refills. */
+typedef struct upload {
+  uv_fs_t req;
+  uv_file fd;
+  int64_t off;        /* file offset of the next read */
+  char *buf;
+  size_t len, pos;    /* buffered: buf[pos .. len) */
+  int err;            /* a failed read, reported as the request's error */
+  bool eof, busy, stale, paused, seekable;
+} upload_t;
 
 typedef struct http_req {
   uva_future_t base;
@@ -69,15 +87,32 @@ typedef struct http_req {
   bool in_multi;
   bool too_big;
   bool oom;
+  bool streaming;
+  bool follow;      /* curl follows redirects */
+  int code;         /* status of the response whose headers are arriving */
   size_t max_body;
-  char *body;
+  char *body;       /* collected body (not streaming) */
   size_t body_len, body_cap;
-  /* response headers of the last response (redirects reset them) */
-  char **hdr_lines;
-  size_t nhdr, hdr_cap;
   void *req_body;   /* our copy of the request body */
+  upload_t *up;     /* body_file */
+  char *user_err;   /* the request's error buffer, if any */
+  uva_future_t *open;           /* streaming: the open future, until done */
+  struct uva_http_stream *stream; /* streaming: once the head is in */
   char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
+
+struct uva_http_stream {
+  http_req_t *q;        /* the transfer (a reference), NULL once closed */
+  uva_http_response_t *head;
+  char *buf;            /* received, unread: buf[off .. off+len) */
+  size_t off, len, cap;
+  int end;              /* 0 while running; UV_EOF or the error after */
+  char error[CURL_ERROR_SIZE]; /* curl's message for end, if an error */
+  bool paused;          /* on_body refused a chunk: resume when read */
+  uva_future_t *reader; /* the pending read */
+  void *rbuf;
+  size_t rlen;
+};
 
 static uv_once_t global_once = UV_ONCE_INIT;
 static CURLcode global_rc;
@@ -161,20 +196,116 @@ const char *uva_http_response_header(const uva_http_response_t *r, const char *n
   return NULL;
 }
 
-/* ------------------------------------------------------ request futures */
+static uint64_t info_us(CURL *e, CURLINFO what) {
+  curl_off_t v = 0;
+  return curl_easy_getinfo(e, what, &v) == CURLE_OK && v > 0 ? (uint64_t)v : 0;
+}
 
-static void req_clear(http_req_t *q) {
-  pool_put(q->client->pool, q->body, q->body_cap);
+static void fill_times(uva_http_response_t *r, CURL *e) {
+  r->dns_us = info_us(e, CURLINFO_NAMELOOKUP_TIME_T);
+  r->connect_us = info_us(e, CURLINFO_CONNECT_TIME_T);
+  r->tls_us = info_us(e, CURLINFO_APPCONNECT_TIME_T);
+  r->first_byte_us = info_us(e, CURLINFO_STARTTRANSFER_TIME_T);
+  r->total_us = info_us(e, CURLINFO_TOTAL_TIME_T);
+}
+
+/* Status, version, URL, timings and headers of the final response, the
+ * headers read with curl's header API (request -1: the last one, so the
+ * headers of redirects are not included). No body. NULL on ENOMEM. */
+static uva_http_response_t *build_head(http_req_t *q) {
+  uva_http_response_t *r = uva__calloc(1, sizeof *r);
+  if (r == NULL) return NULL;
+  long code = 0, ver = 0;
+  char *url = NULL;
+  curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(q->easy, CURLINFO_HTTP_VERSION, &ver);
+  curl_easy_getinfo(q->easy, CURLINFO_EFFECTIVE_URL, &url);
+  r->status = (int)code;
+  r->http_version = ver == CURL_HTTP_VERSION_1_0 ? 10
+                  : ver == CURL_HTTP_VERSION_1_1 ? 11
+                  : ver == CURL_HTTP_VERSION_2_0 ? 20
+                  : ver == CURL_HTTP_VERSION_3 ? 30 : 0;
+  long redirs = 0;
+  curl_easy_getinfo(q->easy, CURLINFO_REDIRECT_COUNT, &redirs);
+  r->redirects = (int)redirs;
+  fill_times(r, q->easy);
+  if ((r->effective_url = uva__strdup(url ? url : "")) == NULL) goto oom;
+  /* one block: the entries, then the strings */
+  size_t n = 0, strs = 0;
+  struct curl_header *h = NULL;
+  while ((h = curl_easy_nextheader(q->easy, CURLH_HEADER, -1, h)) != NULL) {
+    n++;
+    strs += strlen(h->name) + strlen(h->value) + 2;
+  }
+  if (n == 0) return r;
+  if ((r->headers = uva__malloc(n * sizeof *r->headers + strs)) == NULL) goto oom;
+  char *p = (char *)(r->headers + n);
+  size_t i = 0;
+  h = NULL;
+  while (i < n && (h = curl_easy_nextheader(q->easy, CURLH_HEADER, -1, h)) != NULL) {
+    size_t nlen = strlen(h->name);
+    const char *v = h->value;
+    while (*v == ' ' || *v == '\t') v++;
+    size_t vlen = strlen(v);
+    /* curl 7.88 leaves the CR of an empty value in */
+    while (vlen && strchr(" \t\r\n", v[vlen - 1])) vlen--;
+    memcpy(p, h->name, nlen + 1);
+    r->headers[i].name = p;
+    p += nlen + 1;
+    memcpy(p, v, vlen);
+    p[vlen] = '\0';
+    r->headers[i++].value = p;
+    p += vlen + 1;
+  }
+  r->nheaders = i;
+  return r;
+oom:
+  uva_http_response_free(r);
+  return NULL;
+}
+
+static uva_http_response_t *build_response(http_req_t *q) {
+  uva_http_response_t *r = build_head(q);
+  if (r == NULL) return NULL;
+  if (q->body == NULL) {
+    if ((q->body = uva__malloc(1)) == NULL) {
+      uva_http_response_free(r);
+      return NULL;
+    }
+    q->body_cap = 1;
+  }
+  q->body[q->body_len] = '\0'; /* on_body always leaves room for it */
+  r->body = q->body;
+  r->body_len = q->body_len;
+  r->body_cap_ = q->body_cap;
+  r->pool_ = pool_ref(q->client->pool);
   q->body = NULL;
   q->body_len = q->body_cap = 0;
-  for (size_t i = 0; i < q->nhdr; i++) uva__free(q->hdr_lines[i]);
-  uva__free(q->hdr_lines);
-  q->hdr_lines = NULL;
-  q->nhdr = q->hdr_cap = 0;
+  return r;
+}
+
+/* ------------------------------------------------------ request futures */
+
+static void upload_free(http_req_t *q) {
+  upload_t *u = q->up;
+  if (u == NULL || u->busy) return; /* a read in flight frees it after */
+  if (u->fd >= 0) close(u->fd);
+  uva__free(u->buf);
+  uva__free(u);
+  q->up = NULL;
+}
+
+/* Everything of the request but the easy handle. A finished request no
+ * longer touches its client here (a stream may outlive it). */
+static void req_clear(http_req_t *q) {
+  if (q->body) pool_put(q->client->pool, q->body, q->body_cap);
+  q->body = NULL;
+  q->body_len = q->body_cap = 0;
   uva__free(q->req_body);
   q->req_body = NULL;
   if (q->headers) curl_slist_free_all(q->headers);
   q->headers = NULL;
+  upload_free(q);
 }
 
 /* Give the easy handle back to the client (or clean it up). */
@@ -194,52 +325,344 @@ static void easy_put(uva_http_client_t *c, CURL *e) {
     c->free_easy = n;
     c->free_cap = cap;
   }
+  /* libcurl 7.88's reset drops the handle's cookie file list without
+   * freeing it (ASan saw the leak): clearing the option frees it. */
+  if (c->share) curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
   curl_easy_reset(e);
   c->free_easy[c->nfree++] = e;
 }
 
-/* Take the request away from curl (never called inside a curl callback)
- * and drop the client's reference. Completes nothing. */
-static void req_detach(http_req_t *q) {
-  uva_http_client_t *c = q->client;
+/* Take the request away from curl (never inside a curl callback), give
+ * back its easy handle and free what it holds. Returns whether the client
+ * held a reference (the caller drops it last: it may free q). */
+static bool req_detach(http_req_t *q) {
+  bool held = q->in_multi;
   if (q->in_multi) {
-    curl_multi_remove_handle(c->multi, q->easy);
+    curl_multi_remove_handle(q->client->multi, q->easy);
     q->in_multi = false;
     uva__list_unlink(&q->link);
   }
-  easy_put(c, q->easy);
+  if (q->easy) easy_put(q->client, q->easy);
   q->easy = NULL;
+  req_clear(q);
+  return held;
 }
 
 static void req_finish(http_req_t *q, int status, void *value) {
-  bool held = q->in_multi;
-  req_detach(q);
-  req_clear(q);
+  bool held = req_detach(q);
   uva__future_complete(&q->base, status, value, value ? response_free_fn : NULL);
   if (held) uva_release(&q->base); /* the client's reference */
 }
 
+static void set_error(http_req_t *q, const char *msg);
+
 static int req_cancel(uva_future_t *f) {
-  http_req_t *q = (http_req_t *)f;
-  req_finish(q, UV_ECANCELED, NULL);
+  set_error((http_req_t *)f, "cancelled");
+  req_finish((http_req_t *)f, UV_ECANCELED, NULL);
   return 1;
 }
 
 static void req_destroy(uva_future_t *f) {
-  http_req_t *q = (http_req_t *)f;
-  /* Pending and unreferenced can only happen before it was handed to curl. */
-  if (q->easy) easy_put(q->client, q->easy);
-  q->easy = NULL;
-  req_clear(q);
+  /* Pending and unreferenced only happens before curl had it. */
+  req_detach((http_req_t *)f);
 }
 
 static const uva__fops_t http_fops = {"http", req_cancel, req_destroy, sizeof(http_req_t)};
 
+/* ---------------------------------------------------------- streaming */
+/* A streaming request is an http_req_t the user never sees, referenced by
+ * the client while curl has it and by its open future (then by its
+ * stream). The open future and the reads are small futures pointing back
+ * through `owner`. */
+
+static void pause_update(http_req_t *q) {
+  int mask = 0;
+  if (q->stream && q->stream->paused) mask |= CURLPAUSE_RECV;
+  if (q->up && q->up->paused) mask |= CURLPAUSE_SEND;
+  curl_easy_pause(q->easy, mask); /* may call on_body/on_upload at once */
+}
+
+static size_t take(uva_http_stream_t *s, void *buf, size_t len) {
+  size_t n = s->len < len ? s->len : len;
+  memcpy(buf, s->buf + s->off, n);
+  s->off += n;
+  s->len -= n;
+  if (s->len == 0) s->off = 0;
+  return n;
+}
+
+/* Complete the pending read if there is something to give it. */
+static void stream_serve(uva_http_stream_t *s) {
+  uva_future_t *f = s->reader;
+  if (f == NULL || (s->len == 0 && s->end == 0)) return;
+  s->reader = NULL;
+  ((uva__small_future_t *)f)->owner = NULL;
+  int st = s->len ? (int)take(s, s->rbuf, s->rlen) : s->end;
+  uva__future_complete(f, st, NULL, NULL);
+}
+
+/* Resume a transfer paused for back-pressure once there is room. */
+static void stream_resume(uva_http_stream_t *s) {
+  http_req_t *q = s->q;
+  if (!s->paused || q == NULL || !q->in_multi || s->len >= q->client->stream_buffer) return;
+  s->paused = false;
+  pause_update(q);
+}
+
+static void stream_free_fn(void *v) { uva_http_stream_close(v); }
+
+/* The final head is in (from on_header): complete the open future with a
+ * new stream, which takes over the open future's reference on q. */
+static int stream_open(http_req_t *q) {
+  uva_http_stream_t *s = uva__calloc(1, sizeof *s);
+  if (s == NULL) return UV_ENOMEM;
+  if ((s->head = build_head(q)) == NULL || (s->head->body = uva__calloc(1, 1)) == NULL) {
+    if (s->head) uva_http_response_free(s->head);
+    uva__free(s);
+    return UV_ENOMEM;
+  }
+  s->head->body_cap_ = 1;
+  s->q = q;
+  q->stream = s;
+  uva_future_t *f = q->open;
+  q->open = NULL;
+  ((uva__small_future_t *)f)->owner = NULL;
+  uva__future_complete(f, 0, s, stream_free_fn);
+  return 0;
+}
+
+/* The transfer ends before a head: fail the open future, drop q. */
+static void open_fail(http_req_t *q, int status) {
+  uva_future_t *f = q->open;
+  q->open = NULL;
+  ((uva__small_future_t *)f)->owner = NULL;
+  bool held = req_detach(q);
+  uva__future_complete(f, status, NULL, NULL);
+  if (held) uva_release(&q->base);
+  uva_release(&q->base); /* the open future's */
+}
+
+/* The transfer of a streaming request ended with status (0: complete). */
+static void stream_end(http_req_t *q, int status) {
+  if (q->open && status == 0 && stream_open(q) < 0) status = UV_ENOMEM;
+  if (q->open) {
+    open_fail(q, status);
+    return;
+  }
+  uva_http_stream_t *s = q->stream;
+  if (s) {
+    fill_times(s->head, q->easy);
+    s->end = status == 0 ? UV_EOF : status;
+  }
+  if (req_detach(q)) uva_release(&q->base); /* s still holds one */
+  if (s) stream_serve(s);
+}
+
+static int open_cancel(uva_future_t *f) {
+  http_req_t *q = ((uva__small_future_t *)f)->owner;
+  set_error(q, "cancelled");
+  open_fail(q, UV_ECANCELED);
+  return 1;
+}
+
+static void open_destroy(uva_future_t *f) {
+  http_req_t *q = ((uva__small_future_t *)f)->owner;
+  if (q == NULL) return; /* done: its value (the stream) was handled */
+  q->open = NULL;
+  if (req_detach(q)) uva_release(&q->base);
+  uva_release(&q->base);
+}
+
+static const uva__fops_t open_fops = {"http_stream_open", open_cancel, open_destroy,
+                                      sizeof(uva__small_future_t)};
+
+static int read_cancel(uva_future_t *f) {
+  uva_http_stream_t *s = ((uva__small_future_t *)f)->owner;
+  s->reader = NULL;
+  ((uva__small_future_t *)f)->owner = NULL;
+  uva__future_complete(f, UV_ECANCELED, NULL, NULL);
+  return 1;
+}
+
+static void read_destroy(uva_future_t *f) {
+  uva_http_stream_t *s = ((uva__small_future_t *)f)->owner;
+  if (s) s->reader = NULL;
+}
+
+static const uva__fops_t read_fops = {"http_stream_read", read_cancel, read_destroy,
+                                      sizeof(uva__small_future_t)};
+
+const uva_http_response_t *uva_http_stream_response(const uva_http_stream_t *s) {
+  return s ? s->head : NULL;
+}
+
+const char *uva_http_stream_error(const uva_http_stream_t *s) { return s ? s->error : ""; }
+
+size_t uva_http_stream_buffered(const uva_http_stream_t *s) { return s ? s->len : 0; }
+
+uva_future_t *uva_http_stream_read(uva_http_stream_t *s, void *buf, size_t len) {
+  uva_loop_t *loop = uva__loop();
+  if (loop == NULL) return NULL;
+  if (s == NULL || (buf == NULL && len)) return uva__future_done(loop, UV_EINVAL);
+  if (len == 0) return uva__future_done(loop, 0);
+  if (s->reader) return uva__future_done(loop, UV_EBUSY);
+  if (len > INT_MAX) len = INT_MAX;
+  if (s->len) {
+    int n = (int)take(s, buf, len);
+    stream_resume(s);
+    return uva__future_done(loop, n);
+  }
+  if (s->end) return uva__future_done(loop, s->end);
+  uva_future_t *f = uva__future_alloc(loop, &read_fops);
+  if (f == NULL) return NULL;
+  ((uva__small_future_t *)f)->owner = s;
+  s->reader = f;
+  s->rbuf = buf;
+  s->rlen = len;
+  stream_resume(s);
+  return f;
+}
+
+void uva_http_stream_close(uva_http_stream_t *s) {
+  if (s == NULL) return;
+  uva_future_t *f = s->reader;
+  if (f) {
+    s->reader = NULL;
+    ((uva__small_future_t *)f)->owner = NULL;
+    uva__future_complete(f, UV_ECANCELED, NULL, NULL);
+  }
+  http_req_t *q = s->q;
+  if (q) {
+    q->stream = NULL;
+    if (req_detach(q)) uva_release(&q->base);
+    uva_release(&q->base); /* the stream's */
+  }
+  uva_http_response_free(s->head);
+  uva__free(s->buf);
+  uva__free(s);
+}
+
+/* ------------------------------------------------------------- uploads */
+
+#define UPLOAD_BUF (256 * 1024)
+
+static void on_upload_read(uv_fs_t *r);
+
+/* Read the next buffer on libuv's pool. The read holds a reference on q
+ * (and counts as a loop job): the buffer must outlive a cancelled request. */
+static void upload_fill(http_req_t *q) {
+  upload_t *u = q->up;
+  uv_buf_t b = uv_buf_init(u->buf, UPLOAD_BUF);
+  int rc = uv_fs_read(q->base.loop->uv, &u->req, u->fd, &b, 1, u->off, on_upload_read);
+  if (rc < 0) {
+    u->err = rc;
+    return;
+  }
+  u->req.data = q;
+  u->busy = true;
+  q->base.refs++;
+  q->base.loop->jobs++;
+}
+
+static void on_upload_read(uv_fs_t *r) {
+  http_req_t *q = r->data;
+  upload_t *u = q->up;
+  ssize_t res = r->result;
+  uv_fs_req_cleanup(r);
+  q->base.loop->jobs--;
+  u->busy = false;
+  if (!q->in_multi) {
+    upload_free(q);
+  } else if (u->stale) { /* curl rewound meanwhile: read again from there */
+    u->stale = false;
+    if (u->paused) upload_fill(q);
+  } else {
+    if (res < 0) u->err = (int)res;
+    else if (res == 0) u->eof = true;
+    else {
+      u->len = (size_t)res;
+      u->pos = 0;
+      u->off += res;
+    }
+    if (u->paused) {
+      u->paused = false;
+      pause_update(q);
+    }
+  }
+  uva_release(&q->base);
+}
+
+static size_t on_upload(char *buf, size_t size, size_t nitems, void *ud) {
+  http_req_t *q = ud;
+  upload_t *u = q->up;
+  size_t want = size * nitems;
+  if (u->pos < u->len) {
+    size_t n = u->len - u->pos < want ? u->len - u->pos : want;
+    memcpy(buf, u->buf + u->pos, n);
+    u->pos += n;
+    /* read ahead while curl sends what it just got */
+    if (u->pos == u->len && !u->busy && !u->eof && !u->err) upload_fill(q);
+    return n;
+  }
+  if (u->err) return CURL_READFUNC_ABORT;
+  if (u->eof) return 0;
+  if (!u->busy) upload_fill(q);
+  if (u->err) return CURL_READFUNC_ABORT;
+  u->paused = true;
+  return CURL_READFUNC_PAUSE;
+}
+
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+  http_req_t *q = ud;
+  upload_t *u = q->up;
+  if (origin != SEEK_SET || !u->seekable || offset < 0) return CURL_SEEKFUNC_CANTSEEK;
+  u->off = offset;
+  u->len = u->pos = 0;
+  u->eof = false;
+  u->err = 0;
+  if (u->busy) u->stale = true;
+  return CURL_SEEKFUNC_OK;
+}
+
 /* ------------------------------------------------------ curl callbacks */
+
+static size_t on_stream_body(http_req_t *q, const char *ptr, size_t n) {
+  uva_http_stream_t *s = q->stream;
+  if (s == NULL) return n; /* not the final response's body */
+  if (q->max_body && q->body_len + n > q->max_body) {
+    q->too_big = true;
+    return CURL_WRITEFUNC_ERROR;
+  }
+  if (s->len >= q->client->stream_buffer) { /* the reader is behind */
+    s->paused = true;
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  if (s->off && s->off + s->len + n > s->cap) {
+    memmove(s->buf, s->buf + s->off, s->len);
+    s->off = 0;
+  }
+  if (s->len + n > s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 16384;
+    while (cap < s->len + n) cap *= 2;
+    char *b = uva__realloc(s->buf, cap);
+    if (b == NULL) {
+      q->oom = true;
+      return CURL_WRITEFUNC_ERROR;
+    }
+    s->buf = b;
+    s->cap = cap;
+  }
+  memcpy(s->buf + s->off + s->len, ptr, n);
+  s->len += n;
+  q->body_len += n; /* counts the body for max_body */
+  stream_serve(s);
+  return n;
+}
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   http_req_t *q = ud;
   size_t n = size * nmemb;
+  if (q->streaming) return on_stream_body(q, ptr, n);
   if (q->max_body && q->body_len + n > q->max_body) {
     q->too_big = true;
     return CURL_WRITEFUNC_ERROR;
@@ -266,39 +689,41 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   }
   memcpy(q->body + q->body_len, ptr, n);
   q->body_len += n;
-  q->body[q->body_len] = '\0';
   return n;
 }
 
+/* Is the response whose headers just ended the one the user gets? Not a
+ * 1xx, and not a redirect curl is about to follow. */
+static bool head_is_final(http_req_t *q) {
+  if (q->code >= 100 && q->code < 200) return false;
+  struct curl_header *h;
+  switch (q->code) {
+  case 301: case 302: case 303: case 307: case 308:
+    return !q->follow ||
+           curl_easy_header(q->easy, "Location", 0, CURLH_HEADER, -1, &h) != CURLHE_OK;
+  default: return true;
+  }
+}
+
+/* Headers are read at the end with curl's header API; this only tracks
+ * where each response begins and, when streaming, where the final head
+ * ends. */
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud) {
   http_req_t *q = ud;
-  size_t n = size * nmemb, len = n;
-  while (len > 0 && (ptr[len - 1] == '\n' || ptr[len - 1] == '\r')) len--;
-  if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) { /* a new response */
-    for (size_t i = 0; i < q->nhdr; i++) uva__free(q->hdr_lines[i]);
-    q->nhdr = 0;
-    q->body_len = 0; /* a body of an earlier response (redirect) */
+  size_t n = size * nmemb;
+  if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0) { /* a new response */
+    q->body_len = 0; /* any body of an earlier one */
+    q->code = 0;
+    size_t i = 5;
+    while (i < n && ptr[i] != ' ') i++;
+    for (i++; i < n && ptr[i] >= '0' && ptr[i] <= '9'; i++) q->code = q->code * 10 + (ptr[i] - '0');
     return n;
   }
-  if (len == 0 || memchr(ptr, ':', len) == NULL) return n;
-  if (q->nhdr == q->hdr_cap) {
-    size_t cap = q->hdr_cap ? q->hdr_cap * 2 : 16;
-    char **l = uva__realloc(q->hdr_lines, cap * sizeof *l);
-    if (l == NULL) {
-      q->oom = true;
-      return 0;
-    }
-    q->hdr_lines = l;
-    q->hdr_cap = cap;
-  }
-  char *s = uva__malloc(len + 1);
-  if (s == NULL) {
+  bool end = (n == 2 && ptr[0] == '\r') || (n == 1 && ptr[0] == '\n');
+  if (end && q->streaming && q->open && head_is_final(q) && stream_open(q) < 0) {
     q->oom = true;
     return 0;
   }
-  memcpy(s, ptr, len);
-  s[len] = '\0';
-  q->hdr_lines[q->nhdr++] = s;
   return n;
 }
 
@@ -374,6 +799,7 @@ static int on_timeout(CURLM *m, long ms, void *userp) {
 static int map_error(http_req_t *q, CURLcode rc) {
   if (q->oom) return UV_ENOMEM;
   if (q->too_big) return UV_E2BIG;
+  if (q->up && q->up->err) return q->up->err;
   long os = 0;
   switch (rc) {
   case CURLE_COULDNT_RESOLVE_HOST:
@@ -405,69 +831,20 @@ static int map_error(http_req_t *q, CURLcode rc) {
   case CURLE_GOT_NOTHING:
   case CURLE_RECV_ERROR:
   case CURLE_SEND_ERROR:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
   case CURLE_PARTIAL_FILE: return UV_ECONNRESET;
+  case CURLE_FILE_COULDNT_READ_FILE: return UV_ENOENT;
   default: return UV_EIO;
   }
 }
 
-static uva_http_response_t *build_response(http_req_t *q) {
-  uva_http_response_t *r = uva__calloc(1, sizeof *r);
-  if (r == NULL) return NULL;
-  long code = 0, ver = 0;
-  curl_off_t total = 0;
-  char *url = NULL;
-  curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_getinfo(q->easy, CURLINFO_HTTP_VERSION, &ver);
-  curl_easy_getinfo(q->easy, CURLINFO_TOTAL_TIME_T, &total);
-  curl_easy_getinfo(q->easy, CURLINFO_EFFECTIVE_URL, &url);
-  r->status = (int)code;
-  r->http_version = ver == CURL_HTTP_VERSION_1_0 ? 10
-                  : ver == CURL_HTTP_VERSION_1_1 ? 11
-                  : ver == CURL_HTTP_VERSION_2_0 ? 20
-                  : ver == CURL_HTTP_VERSION_3 ? 30 : 0;
-  r->total_us = (uint64_t)total;
-  if ((r->effective_url = uva__strdup(url ? url : "")) == NULL) goto oom;
-  /* headers: one block of entries followed by the strings */
-  size_t strs = 0;
-  for (size_t i = 0; i < q->nhdr; i++) strs += strlen(q->hdr_lines[i]) + 1;
-  if (q->nhdr) {
-    r->headers = uva__malloc(q->nhdr * sizeof(uva_http_header_t) + strs);
-    if (r->headers == NULL) goto oom;
-    char *p = (char *)(r->headers + q->nhdr);
-    for (size_t i = 0; i < q->nhdr; i++) {
-      const char *line = q->hdr_lines[i];
-      const char *colon = strchr(line, ':');
-      size_t nlen = (size_t)(colon - line);
-      const char *v = colon + 1;
-      while (*v == ' ' || *v == '\t') v++;
-      size_t vlen = strlen(v);
-      while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
-      memcpy(p, line, nlen);
-      p[nlen] = '\0';
-      r->headers[i].name = p;
-      p += nlen + 1;
-      memcpy(p, v, vlen);
-      p[vlen] = '\0';
-      r->headers[i].value = p;
-      p += vlen + 1;
-    }
-    r->nheaders = q->nhdr;
-  }
-  if (q->body == NULL) {
-    if ((q->body = uva__malloc(1)) == NULL) goto oom;
-    q->body_cap = 1;
-  }
-  if (q->body_len == 0) q->body[0] = '\0';
-  r->body = q->body;
-  r->body_len = q->body_len;
-  r->body_cap_ = q->body_cap;
-  r->pool_ = pool_ref(q->client->pool);
-  q->body = NULL;
-  q->body_len = q->body_cap = 0;
-  return r;
-oom:
-  uva_http_response_free(r);
-  return NULL;
+/* A request failed: its message goes to its buffer, its stream and the
+ * client. */
+static void set_error(http_req_t *q, const char *msg) {
+  snprintf(q->client->last_error, sizeof q->client->last_error, "%s", msg);
+  if (q->user_err) snprintf(q->user_err, UVA_HTTP_ERROR_SIZE, "%s", msg);
+  if (q->stream) snprintf(q->stream->error, sizeof q->stream->error, "%s", msg);
 }
 
 static void check_done(uva_http_client_t *c) {
@@ -479,22 +856,84 @@ static void check_done(uva_http_client_t *c) {
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
     if (q == NULL) continue;
     CURLcode rc = m->data.result;
-    if (rc == CURLE_OK && !q->oom) {
-      uva_http_response_t *r = build_response(q);
-      if (r) req_finish(q, 0, r);
-      else req_finish(q, UV_ENOMEM, NULL);
-    } else {
-      int err = map_error(q, rc);
+    int err = 0;
+    if (rc != CURLE_OK || q->oom) {
+      err = map_error(q, rc);
       if (q->too_big && q->errbuf[0] == '\0')
         strcpy(q->errbuf, "response body larger than max_body");
-      snprintf(c->last_error, sizeof c->last_error, "%s",
-               q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
+      if (q->up && q->up->err && q->errbuf[0] == '\0')
+        snprintf(q->errbuf, sizeof q->errbuf, "reading body_file: %s", uv_strerror(q->up->err));
+      set_error(q, q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
+    }
+    if (q->streaming) {
+      stream_end(q, err);
+    } else if (err) {
       req_finish(q, err, NULL);
+    } else {
+      uva_http_response_t *r = build_response(q);
+      req_finish(q, r ? 0 : UV_ENOMEM, r);
     }
   }
 }
 
 /* ------------------------------------------------------------- client */
+
+static void client_release(uva_http_client_t *c) {
+  for (size_t i = 0; i < c->nfree; i++) curl_easy_cleanup(c->free_easy[i]);
+  c->nfree = 0;
+  if (c->multi) curl_multi_cleanup(c->multi); /* may report CURL_POLL_REMOVE */
+  c->multi = NULL;
+  if (c->share) curl_share_cleanup(c->share);
+  c->share = NULL;
+  pool_unref(c->pool);
+  c->pool = NULL;
+}
+
+static void client_maybe_free(uva_http_client_t *c) {
+  if (c->closing > 0) return;
+  uva__free(c->free_easy);
+  uva__free(c->user_agent);
+  uva__free(c->protocols);
+  uva__free(c->ca_file);
+  uva__free(c);
+}
+
+static int client_opts(uva_http_client_t *c, const uva_http_client_opts_t *o) {
+  const char *ua = o && o->user_agent ? o->user_agent : "uvasync/0.1.0";
+  if (strpbrk(ua, "\r\n")) return UV_EINVAL;
+  if ((c->user_agent = uva__strdup(ua)) == NULL) return UV_ENOMEM;
+  c->max_redirects = HTTP_DEFAULT_REDIRECTS;
+  c->stream_buffer = 256 * 1024;
+  if (o == NULL) return 0;
+  c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 0;
+  c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 0;
+  if (o->max_redirects > 0) c->max_redirects = o->max_redirects;
+  c->max_body = o->max_body;
+  if (o->stream_buffer) c->stream_buffer = o->stream_buffer;
+  if (o->max_connections > 0)
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, o->max_connections);
+  if (o->max_host_connections > 0)
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, o->max_host_connections);
+  if (o->ca_file && (c->ca_file = uva__strdup(o->ca_file)) == NULL) return UV_ENOMEM;
+  if (o->protocols) {
+    /* curl checks the list; keep the handle that checked it */
+    CURL *e = curl_easy_init();
+    if (e == NULL || (c->protocols = uva__strdup(o->protocols)) == NULL) {
+      if (e) curl_easy_cleanup(e);
+      return UV_ENOMEM;
+    }
+    CURLcode rc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->protocols);
+    easy_put(c, e);
+    if (rc == CURLE_OUT_OF_MEMORY) return UV_ENOMEM;
+    if (rc != CURLE_OK) return UV_EINVAL;
+  }
+  if (o->cookies) {
+    if ((c->share = curl_share_init()) == NULL ||
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE) != CURLSHE_OK)
+      return UV_ENOMEM;
+  }
+  return 0;
+}
 
 int uva_http_client_new(uva_http_client_t **out, const uva_http_client_opts_t *opts) {
   if (out == NULL) return UV_EINVAL;
@@ -505,61 +944,27 @@ int uva_http_client_new(uva_http_client_t **out, const uva_http_client_opts_t *o
   if (global_rc != CURLE_OK) return UV_ENOMEM;
   uva_http_client_t *c = uva__calloc(1, sizeof *c);
   if (c == NULL) return UV_ENOMEM;
-  if ((c->pool = uva__calloc(1, sizeof *c->pool)) == NULL) {
-    uva__free(c);
-    return UV_ENOMEM;
-  }
-  c->pool->refs = 1;
-  c->pool->client_alive = true;
   c->loop = loop;
   uva__list_init(&c->active);
   uva__list_init(&c->polls);
-  c->max_redirects = HTTP_DEFAULT_REDIRECTS;
-  const char *ua = "uvasync/" "0.1.0";
-  long maxconn = 0, maxhost = 0;
-  if (opts) {
-    if (opts->user_agent) ua = opts->user_agent;
-    c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 0;
-    c->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 0;
-    if (opts->max_redirects > 0) c->max_redirects = opts->max_redirects;
-    c->max_body = opts->max_body;
-    maxconn = opts->max_connections > 0 ? opts->max_connections : 0;
-    maxhost = opts->max_host_connections > 0 ? opts->max_host_connections : 0;
-  }
-  if (strpbrk(ua, "\r\n")) {
-    pool_unref(c->pool);
-    uva__free(c);
-    return UV_EINVAL;
-  }
-  if ((c->user_agent = uva__strdup(ua)) == NULL || (c->multi = curl_multi_init()) == NULL) {
-    uva__free(c->user_agent);
-    pool_unref(c->pool);
-    uva__free(c);
-    return UV_ENOMEM;
-  }
+  int rc = UV_ENOMEM;
+  if ((c->pool = uva__calloc(1, sizeof *c->pool)) == NULL) goto fail;
+  c->pool->refs = 1;
+  c->pool->client_alive = true;
+  if ((c->multi = curl_multi_init()) == NULL) goto fail;
+  if ((rc = client_opts(c, opts)) < 0) goto fail;
   curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-  if (maxconn) curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, maxconn);
-  if (maxhost) curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxhost);
-  int rc = uv_timer_init(loop->uv, &c->timer);
-  if (rc != 0) {
-    curl_multi_cleanup(c->multi);
-    uva__free(c->user_agent);
-    pool_unref(c->pool);
-    uva__free(c);
-    return rc;
-  }
+  if ((rc = uv_timer_init(loop->uv, &c->timer)) != 0) goto fail;
   *out = c;
   return 0;
-}
-
-static void client_maybe_free(uva_http_client_t *c) {
-  if (c->closing > 0) return;
-  uva__free(c->free_easy);
-  uva__free(c->user_agent);
-  uva__free(c);
+fail:
+  c->freed = true;
+  client_release(c);
+  client_maybe_free(c);
+  return rc;
 }
 
 static void poll_closed(uv_handle_t *h) {
@@ -581,20 +986,16 @@ void uva_http_client_free(uva_http_client_t *c) {
   /* Fail what is still running, then drop the multi handle. */
   while (!uva__list_empty(&c->active)) {
     http_req_t *q = UVA_CONTAINER_OF(c->active.next, http_req_t, link);
-    memcpy(c->last_error, "client freed", sizeof "client freed");
-    req_finish(q, UV_ECANCELED, NULL);
+    set_error(q, "client freed");
+    if (q->streaming) stream_end(q, UV_ECANCELED);
+    else req_finish(q, UV_ECANCELED, NULL);
   }
   c->freed = true;
   /* Pooled buffers go now; responses still out free theirs themselves. */
   for (size_t i = 0; i < c->pool->n; i++) uva__free(c->pool->slot[i].buf);
   c->pool->n = 0;
   c->pool->client_alive = false;
-  pool_unref(c->pool);
-  c->pool = NULL;
-  for (size_t i = 0; i < c->nfree; i++) curl_easy_cleanup(c->free_easy[i]);
-  c->nfree = 0;
-  curl_multi_cleanup(c->multi); /* may report CURL_POLL_REMOVE for the rest */
-  c->multi = NULL;
+  client_release(c);
   while (!uva__list_empty(&c->polls)) {
     http_poll_t *p = UVA_CONTAINER_OF(c->polls.next, http_poll_t, link);
     poll_close(p);
@@ -630,35 +1031,70 @@ static bool bad_method(const char *s) {
   return false;
 }
 
+/* Open body_file (a blocking open and fstat on the loop: metadata only;
+ * the reads go to the pool). */
+static int upload_setup(http_req_t *q, const char *path, curl_off_t *size) {
+  upload_t *u = uva__calloc(1, sizeof *u);
+  if (u == NULL) return UV_ENOMEM;
+  u->fd = -1;
+  q->up = u;
+  if ((u->buf = uva__malloc(UPLOAD_BUF)) == NULL) return UV_ENOMEM;
+  if ((u->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
+  struct stat st;
+  if (fstat(u->fd, &st) < 0) return -errno;
+  if (S_ISDIR(st.st_mode)) return UV_EISDIR;
+  u->seekable = S_ISREG(st.st_mode);
+  *size = u->seekable ? (curl_off_t)st.st_size : -1; /* -1: chunked */
+  return 0;
+}
+
 static int req_setup(http_req_t *q, const uva_http_request_t *rq) {
   uva_http_client_t *c = q->client;
   CURL *e = q->easy;
   int64_t timeout = rq->timeout_ms ? rq->timeout_ms : c->timeout_ms;
   int64_t ctimeout = rq->connect_timeout_ms ? rq->connect_timeout_ms : c->connect_timeout_ms;
   long redirs = rq->max_redirects > 0 ? rq->max_redirects : c->max_redirects;
+  const char *protos = c->protocols ? c->protocols : "http,https";
   q->max_body = rq->max_body ? rq->max_body : c->max_body;
-  bool follow = rq->follow_redirects != UVA_HTTP_NO_FOLLOW;
+  q->follow = rq->follow_redirects != UVA_HTTP_NO_FOLLOW;
+  int rc;
 #define SET(opt, val) \
   do { if (curl_easy_setopt(e, opt, val) == CURLE_OUT_OF_MEMORY) return UV_ENOMEM; } while (0)
   SET(CURLOPT_URL, rq->url);
   SET(CURLOPT_PRIVATE, (void *)q);
   SET(CURLOPT_ERRORBUFFER, q->errbuf);
-  SET(CURLOPT_PROTOCOLS_STR, "http,https");
-  SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  SET(CURLOPT_PROTOCOLS_STR, protos);
+  SET(CURLOPT_REDIR_PROTOCOLS_STR, protos);
   SET(CURLOPT_SSL_VERIFYPEER, 1L);
   SET(CURLOPT_SSL_VERIFYHOST, 2L);
+  if (c->ca_file) SET(CURLOPT_CAINFO, c->ca_file);
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_USERAGENT, c->user_agent);
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, (void *)q);
   SET(CURLOPT_HEADERFUNCTION, on_header);
   SET(CURLOPT_HEADERDATA, (void *)q);
-  SET(CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
+  SET(CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
   SET(CURLOPT_MAXREDIRS, redirs);
   SET(CURLOPT_ACCEPT_ENCODING, "");
+  if (c->share) {
+    SET(CURLOPT_SHARE, c->share);
+    SET(CURLOPT_COOKIEFILE, ""); /* turns the cookie engine on, no file */
+  }
   if (timeout > 0) SET(CURLOPT_TIMEOUT_MS, (long)timeout);
   if (ctimeout > 0) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)ctimeout);
   if (q->max_body) SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)q->max_body);
+  if (rq->http_version == UVA_HTTP_VERSION_1_1) {
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  } else if (rq->http_version == UVA_HTTP_VERSION_2) {
+    if (curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE))
+      return UV_EPROTONOSUPPORT; /* a libcurl without HTTP/2 */
+  }
+  /* Wait for a connection that may multiplex (HTTP/2) rather than open
+   * one more; plain http:// is HTTP/1.1 unless asked. */
+  if (rq->http_version == UVA_HTTP_VERSION_2 ||
+      (rq->http_version == UVA_HTTP_VERSION_DEFAULT && strncasecmp(rq->url, "https:", 6) == 0))
+    SET(CURLOPT_PIPEWAIT, 1L);
   if (rq->body) {
     if (rq->body_len) {
       if ((q->req_body = uva__malloc(rq->body_len)) == NULL) return UV_ENOMEM;
@@ -666,9 +1102,19 @@ static int req_setup(http_req_t *q, const uva_http_request_t *rq) {
     }
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
     SET(CURLOPT_POSTFIELDS, q->req_body ? (char *)q->req_body : "");
+  } else if (rq->body_file) {
+    curl_off_t size;
+    if ((rc = upload_setup(q, rq->body_file, &size)) < 0) return rc;
+    SET(CURLOPT_POST, 1L);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, size);
+    SET(CURLOPT_READFUNCTION, on_upload);
+    SET(CURLOPT_READDATA, (void *)q);
+    SET(CURLOPT_SEEKFUNCTION, on_seek);
+    SET(CURLOPT_SEEKDATA, (void *)q);
   }
   if (rq->method) {
-    if (strcmp(rq->method, "GET") == 0 && !rq->body) SET(CURLOPT_HTTPGET, 1L);
+    bool has_body = rq->body || rq->body_file;
+    if (strcmp(rq->method, "GET") == 0 && !has_body) SET(CURLOPT_HTTPGET, 1L);
     else if (strcmp(rq->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
     else SET(CURLOPT_CUSTOMREQUEST, rq->method);
   }
@@ -688,7 +1134,9 @@ static int validate(const uva_http_request_t *rq) {
   if (rq == NULL || rq->url == NULL || bad_url(rq->url)) return UV_EINVAL;
   if (rq->method && bad_method(rq->method)) return UV_EINVAL;
   if (rq->body == NULL && rq->body_len) return UV_EINVAL;
+  if (rq->body && rq->body_file) return UV_EINVAL;
   if (rq->follow_redirects < 0 || rq->follow_redirects > UVA_HTTP_NO_FOLLOW) return UV_EINVAL;
+  if (rq->http_version < 0 || rq->http_version > UVA_HTTP_VERSION_2) return UV_EINVAL;
   if (rq->headers)
     for (const char *const *h = rq->headers; *h; h++)
       if (bad_text(*h) || (strchr(*h, ':') == NULL && strchr(*h, ';') == NULL))
@@ -696,31 +1144,47 @@ static int validate(const uva_http_request_t *rq) {
   return 0;
 }
 
-uva_future_t *uva_http_request(uva_http_client_t *c, const uva_http_request_t *rq) {
-  uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
-  if (c == NULL || c->freed || c->loop != loop) return uva__future_done(loop, UV_EINVAL);
-  int rc = validate(rq);
-  if (rc < 0) {
-    memcpy(c->last_error, "invalid request", sizeof "invalid request");
-    return uva__future_done(loop, rc);
-  }
-  http_req_t *q = (http_req_t *)uva__future_alloc(loop, &http_fops);
-  if (q == NULL) return NULL;
+/* Hand q to curl. On failure q is not in curl and the caller fails it. */
+static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_req_t *q) {
   q->client = c;
+  q->user_err = rq->error;
+  if (q->user_err) q->user_err[0] = '\0';
   uva__list_init(&q->link);
   if (c->nfree) q->easy = c->free_easy[--c->nfree];
-  else if ((q->easy = curl_easy_init()) == NULL) goto oom;
-  if ((rc = req_setup(q, rq)) < 0) goto fail;
-  if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) goto oom;
+  else if ((q->easy = curl_easy_init()) == NULL) return UV_ENOMEM;
+  int rc = req_setup(q, rq);
+  if (rc < 0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s%s", rq->body_file ? "body_file: " : "", uva_strerror(rc));
+    set_error(q, msg);
+    return rc;
+  }
+  if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) return UV_ENOMEM;
   q->in_multi = true;
   uva__list_push(&c->active, &q->link);
   q->base.refs++; /* the client's, while curl has it */
-  return &q->base;
-oom:
-  rc = UV_ENOMEM;
-fail:
-  req_finish(q, rc, NULL);
+  return 0;
+}
+
+/* Checks shared by both entry points: 0, or the error to fail with. */
+static int request_check(uva_http_client_t *c, const uva_http_request_t *rq, uva_loop_t *loop) {
+  if (c == NULL || c->freed || c->loop != loop) return UV_EINVAL;
+  int rc = validate(rq);
+  if (rc < 0) {
+    memcpy(c->last_error, "invalid request", sizeof "invalid request");
+    if (rq && rq->error) memcpy(rq->error, "invalid request", sizeof "invalid request");
+  }
+  return rc;
+}
+
+uva_future_t *uva_http_request(uva_http_client_t *c, const uva_http_request_t *rq) {
+  uva_loop_t *loop = uva__loop();
+  if (loop == NULL) return NULL;
+  int rc = request_check(c, rq, loop);
+  if (rc < 0) return uva__future_done(loop, rc);
+  http_req_t *q = (http_req_t *)uva__future_alloc(loop, &http_fops);
+  if (q == NULL) return NULL;
+  if ((rc = req_start(c, rq, q)) < 0) req_finish(q, rc, NULL);
   return &q->base;
 }
 
@@ -729,4 +1193,24 @@ uva_future_t *uva_http_get(uva_http_client_t *c, const char *url) {
   memset(&rq, 0, sizeof rq);
   rq.url = url;
   return uva_http_request(c, &rq);
+}
+
+uva_future_t *uva_http_stream_open(uva_http_client_t *c, const uva_http_request_t *rq) {
+  uva_loop_t *loop = uva__loop();
+  if (loop == NULL) return NULL;
+  int rc = request_check(c, rq, loop);
+  if (rc < 0) return uva__future_done(loop, rc);
+  http_req_t *q = (http_req_t *)uva__future_alloc(loop, &http_fops);
+  if (q == NULL) return NULL;
+  uva_future_t *f = uva__future_alloc(loop, &open_fops);
+  if (f == NULL) {
+    uva_release(&q->base);
+    return NULL;
+  }
+  q->client = c;
+  q->streaming = true;
+  q->open = f;
+  ((uva__small_future_t *)f)->owner = q;
+  if ((rc = req_start(c, rq, q)) < 0) open_fail(q, rc);
+  return f;
 }
