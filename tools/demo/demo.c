@@ -132,7 +132,7 @@ static int demo(void *arg) {
          "%s URL --depth %d --concurrency N, against it:\n\n",
          site_url(site, "/"), opts.pages, expected - opts.pages, opts.min_delay_ms,
          opts.max_delay_ms, crawler, depth);
-  printf("%-28s %6s %10s %8s %8s %8s\n", "mode", "pages", "in flight", "wall s", "pages/s", "speedup");
+  printf("%-28s %8s %10s %8s %8s %8s\n", "mode", "fetched", "in flight", "wall s", "fetch/s", "speedup");
   for (size_t i = 0; i < nruns && ok; i++) {
     run_t *r = &runs[i];
     char mode[64];
@@ -144,7 +144,7 @@ static int demo(void *arg) {
       ok = 0;
       break;
     }
-    printf("%6zu %10ld %8.2f %8.1f %7.1fx\n", r->n, r->max_in_flight, r->secs, (double)r->n / r->secs,
+    printf("%8zu %10ld %8.2f %8.1f %7.1fx\n", r->n, r->max_in_flight, r->secs, (double)r->n / r->secs,
            runs[0].secs / r->secs);
     if ((long)r->n != expected) {
       printf("  expected %ld pages\n", expected);
@@ -160,7 +160,7 @@ static int demo(void *arg) {
     ok = 0;
   }
   if (ok)
-    printf("\nEvery run fetched the same %zu pages (output lines compared, sorted).\n"
+    printf("\nEvery run fetched the same %zu URLs (output lines compared, sorted).\n"
            "The seed's Python crawler on its site: sync ~45 s / threads ~8 s / async ~2 s.\n",
            runs[0].n);
   for (size_t i = 0; i < nruns; i++) free(runs[i].out), free(runs[i].err), free(runs[i].lines);
