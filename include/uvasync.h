@@ -875,14 +875,18 @@ typedef struct uva_http_request {
   size_t body_len;
   const char *body_file;        /* request body streamed from this file
                                  * (path, copied; opened when the request
-                                 * starts, read in chunks on libuv's pool);
+                                 * starts, with a blocking open(2): a FIFO
+                                 * needs its writer first; read in chunks on
+                                 * libuv's pool; a pipe is sent chunked);
                                  * not with body */
   int http_version;             /* enum uva_http_version */
   int64_t timeout_ms;           /* 0: client's default; < 0: none */
   int64_t connect_timeout_ms;   /* 0: client's default */
   int follow_redirects;         /* enum uva_http_follow */
   long max_redirects;           /* <= 0: client's default */
-  size_t max_body;              /* 0: client's default */
+  size_t max_body;              /* 0: client's default; checked on the
+                                 * final body only (not HEAD, not the
+                                 * redirects curl follows) */
   char *error;                  /* optional: UVA_HTTP_ERROR_SIZE bytes,
                                  * borrowed until the future is done; gets
                                  * curl's message if the request fails
@@ -925,12 +929,15 @@ const char *uva_http_response_header(const uva_http_response_t *r, const char *n
 
 /* Start a request on client c. Value: a uva_http_response_t * (free_fn
  * uva_http_response_free; free a taken one with uva_http_response_free),
- * status 0. Errors: see above; bad arguments (c NULL or freed or of another
- * loop, rq NULL, a header with CR/LF...) give a future already failed with
- * UV_EINVAL. NULL on ENOMEM or when this thread has no loop. Cancelling
- * (uva_cancel, wait_for) removes the transfer from curl at once and
- * completes the future with UV_ECANCELED. rq and everything it points to
- * may be freed as soon as this returns. */
+ * status 0. Errors: see above; bad arguments (c NULL or of another loop,
+ * rq NULL, a header with CR/LF...) give a future already failed with
+ * UV_EINVAL (a client used after uva_http_client_free is undefined
+ * behaviour, as any freed pointer). NULL on ENOMEM or when this thread has
+ * no loop. Cancelling (uva_cancel, wait_for) removes the transfer from curl
+ * at once and completes the future with UV_ECANCELED. rq and everything it
+ * points to may be freed as soon as this returns, except the error buffer,
+ * borrowed until the future is done. A body_file that cannot be opened
+ * fails the future with the open error (UV_ENOENT, UV_EACCES, UV_EISDIR). */
 uva_future_t *uva_http_request(uva_http_client_t *c, const uva_http_request_t *rq);
 /* A GET of url with the client's defaults. */
 uva_future_t *uva_http_get(uva_http_client_t *c, const char *url);

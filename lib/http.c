@@ -53,6 +53,7 @@ struct uva_http_client {
   CURLM *multi;
   CURLSH *share;      /* the cookie jar, when cookies are on */
   uv_timer_t timer;
+  uv_timer_t reap;    /* fails transfers whose socket could not be polled */
   uva__link_t active; /* requests curl has */
   uva__link_t polls;  /* open poll handles */
   CURL **free_easy;
@@ -375,11 +376,17 @@ static const uva__fops_t http_fops = {"http", req_cancel, req_destroy, sizeof(ht
  * stream). The open future and the reads are small futures pointing back
  * through `owner`. */
 
+static void xfer_fail(http_req_t *q, CURLcode rc);
+
+/* Set curl's pause state from ours. Unpausing may call on_body/on_upload at
+ * once, and an error there comes back from curl_easy_pause only: end the
+ * transfer with it (we are not inside a curl callback here). */
 static void pause_update(http_req_t *q) {
   int mask = 0;
   if (q->stream && q->stream->paused) mask |= CURLPAUSE_RECV;
   if (q->up && q->up->paused) mask |= CURLPAUSE_SEND;
-  curl_easy_pause(q->easy, mask); /* may call on_body/on_upload at once */
+  CURLcode rc = curl_easy_pause(q->easy, mask);
+  if (rc != CURLE_OK) xfer_fail(q, rc);
 }
 
 static size_t take(uva_http_stream_t *s, void *buf, size_t len) {
@@ -424,6 +431,7 @@ static int stream_open(http_req_t *q) {
   s->head->body_cap_ = 1;
   s->q = q;
   q->stream = s;
+  q->user_err = NULL; /* borrowed until the open is done: later errors go to s */
   uva_future_t *f = q->open;
   q->open = NULL;
   ((uva__small_future_t *)f)->owner = NULL;
@@ -436,6 +444,7 @@ static void open_fail(http_req_t *q, int status) {
   uva_future_t *f = q->open;
   q->open = NULL;
   ((uva__small_future_t *)f)->owner = NULL;
+  q->user_err = NULL;
   bool held = req_detach(q);
   uva__future_complete(f, status, NULL, NULL);
   if (held) uva_release(&q->base);
@@ -507,10 +516,12 @@ uva_future_t *uva_http_stream_read(uva_http_stream_t *s, void *buf, size_t len) 
   if (len == 0) return uva__future_done(loop, 0);
   if (s->reader) return uva__future_done(loop, UV_EBUSY);
   if (len > INT_MAX) len = INT_MAX;
-  if (s->len) {
-    int n = (int)take(s, buf, len);
+  if (s->len) { /* the future first: a NULL return must consume nothing */
+    uva_future_t *f = uva__future_alloc(loop, &uva__plain_fops);
+    if (f == NULL) return NULL;
+    uva__future_complete(f, (int)take(s, buf, len), NULL, NULL);
     stream_resume(s);
-    return uva__future_done(loop, n);
+    return f;
   }
   if (s->end) return uva__future_done(loop, s->end);
   uva_future_t *f = uva__future_alloc(loop, &read_fops);
@@ -553,7 +564,8 @@ static void on_upload_read(uv_fs_t *r);
 static void upload_fill(http_req_t *q) {
   upload_t *u = q->up;
   uv_buf_t b = uv_buf_init(u->buf, UPLOAD_BUF);
-  int rc = uv_fs_read(q->base.loop->uv, &u->req, u->fd, &b, 1, u->off, on_upload_read);
+  int rc = uv_fs_read(q->base.loop->uv, &u->req, u->fd, &b, 1, u->seekable ? u->off : -1,
+                      on_upload_read);
   if (rc < 0) {
     u->err = rc;
     return;
@@ -626,13 +638,31 @@ static int on_seek(void *ud, curl_off_t offset, int origin) {
 
 /* ------------------------------------------------------ curl callbacks */
 
-static size_t on_stream_body(http_req_t *q, const char *ptr, size_t n) {
-  uva_http_stream_t *s = q->stream;
-  if (s == NULL) return n; /* not the final response's body */
-  if (q->max_body && q->body_len + n > q->max_body) {
+/* max_body, checked on the final response's body only: curl's
+ * MAXFILESIZE would also judge the Content-Length of a HEAD answer or of a
+ * redirect it follows. The first chunk checks the announced length, so an
+ * oversized body fails before it is downloaded. */
+static bool too_big(http_req_t *q, size_t n) {
+  if (q->max_body == 0) return false;
+  curl_off_t cl = -1;
+  if (q->body_len == 0 &&
+      curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+      cl > 0 && (uint64_t)cl > q->max_body)
     q->too_big = true;
+  if (q->body_len + n > q->max_body) q->too_big = true;
+  return q->too_big;
+}
+
+static size_t on_stream_body(http_req_t *q, const char *ptr, size_t n) {
+  /* curl skips the bodies of redirects it follows, so a body is the final
+   * response's even if its head looked like a redirect */
+  if (q->stream == NULL && q->open && stream_open(q) < 0) {
+    q->oom = true;
     return CURL_WRITEFUNC_ERROR;
   }
+  uva_http_stream_t *s = q->stream;
+  if (s == NULL) return n;
+  if (too_big(q, n)) return CURL_WRITEFUNC_ERROR;
   if (s->len >= q->client->stream_buffer) { /* the reader is behind */
     s->paused = true;
     return CURL_WRITEFUNC_PAUSE;
@@ -663,10 +693,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   http_req_t *q = ud;
   size_t n = size * nmemb;
   if (q->streaming) return on_stream_body(q, ptr, n);
-  if (q->max_body && q->body_len + n > q->max_body) {
-    q->too_big = true;
-    return CURL_WRITEFUNC_ERROR;
-  }
+  if (too_big(q, n)) return CURL_WRITEFUNC_ERROR;
   size_t need = q->body_len + n + 1;
   curl_off_t cl = -1;
   /* A response's first chunk: if its length is announced, size the buffer
@@ -696,13 +723,13 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
  * 1xx, and not a redirect curl is about to follow. */
 static bool head_is_final(http_req_t *q) {
   if (q->code >= 100 && q->code < 200) return false;
+  if (!q->follow || q->code < 300 || q->code >= 400) return true;
+  /* curl follows any 3xx whose Location is not empty */
   struct curl_header *h;
-  switch (q->code) {
-  case 301: case 302: case 303: case 307: case 308:
-    return !q->follow ||
-           curl_easy_header(q->easy, "Location", 0, CURLH_HEADER, -1, &h) != CURLHE_OK;
-  default: return true;
-  }
+  if (curl_easy_header(q->easy, "Location", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) return true;
+  const char *v = h->value;
+  while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n') v++;
+  return *v == '\0';
 }
 
 /* Headers are read at the end with curl's header API; this only tracks
@@ -756,8 +783,30 @@ static void poll_close(http_poll_t *p) {
   uv_close((uv_handle_t *)&p->poll, poll_closed);
 }
 
+static void on_reap(uv_timer_t *t) {
+  uva_http_client_t *c = UVA_CONTAINER_OF(t, uva_http_client_t, reap);
+  for (uva__link_t *l = c->active.next; l != &c->active;) {
+    http_req_t *q = UVA_CONTAINER_OF(l, http_req_t, link);
+    l = l->next;
+    if (q->oom) {
+      xfer_fail(q, CURLE_OUT_OF_MEMORY);
+      l = c->active.next; /* finishing may have changed the list */
+    }
+  }
+}
+
+/* A socket we cannot watch (out of memory): returning an error to curl
+ * would break the whole multi handle, so accept it and fail the transfer
+ * that wanted it from a 0 ms timer, outside curl's callback. */
+static int socket_fail(uva_http_client_t *c, CURL *e) {
+  http_req_t *q = NULL;
+  curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&q);
+  if (q) q->oom = true;
+  uv_timer_start(&c->reap, on_reap, 0, 0);
+  return 0;
+}
+
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp) {
-  (void)e;
   uva_http_client_t *c = userp;
   http_poll_t *p = socketp;
   if (what == CURL_POLL_REMOVE) {
@@ -770,10 +819,10 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
   }
   if (p == NULL) {
     p = uva__malloc(sizeof *p);
-    if (p == NULL) return -1;
+    if (p == NULL) return socket_fail(c, e);
     if (uv_poll_init_socket(c->loop->uv, &p->poll, s) != 0) {
       uva__free(p);
-      return -1;
+      return socket_fail(c, e);
     }
     p->fd = s;
     p->client = c;
@@ -783,7 +832,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
   if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  return uv_poll_start(&p->poll, ev, on_poll) == 0 ? 0 : -1;
+  return uv_poll_start(&p->poll, ev, on_poll) == 0 ? 0 : socket_fail(c, e);
 }
 
 static int on_timeout(CURLM *m, long ms, void *userp) {
@@ -799,7 +848,8 @@ static int on_timeout(CURLM *m, long ms, void *userp) {
 static int map_error(http_req_t *q, CURLcode rc) {
   if (q->oom) return UV_ENOMEM;
   if (q->too_big) return UV_E2BIG;
-  if (q->up && q->up->err) return q->up->err;
+  if (q->up && q->up->err && (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_READ_ERROR))
+    return q->up->err;
   long os = 0;
   switch (rc) {
   case CURLE_COULDNT_RESOLVE_HOST:
@@ -847,6 +897,21 @@ static void set_error(http_req_t *q, const char *msg) {
   if (q->stream) snprintf(q->stream->error, sizeof q->stream->error, "%s", msg);
 }
 
+/* End a transfer that failed with rc (or a failure of ours: oom, too_big,
+ * an upload read), never from inside a curl callback. */
+static void xfer_fail(http_req_t *q, CURLcode rc) {
+  int err = map_error(q, rc);
+  if (q->errbuf[0] == '\0') {
+    if (q->too_big) strcpy(q->errbuf, "response body larger than max_body");
+    else if (err == UV_ENOMEM) strcpy(q->errbuf, "out of memory");
+    else if (q->up && q->up->err == err)
+      snprintf(q->errbuf, sizeof q->errbuf, "reading body_file: %s", uv_strerror(err));
+  }
+  set_error(q, q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
+  if (q->streaming) stream_end(q, err);
+  else req_finish(q, err, NULL);
+}
+
 static void check_done(uva_http_client_t *c) {
   CURLMsg *m;
   int left;
@@ -856,19 +921,10 @@ static void check_done(uva_http_client_t *c) {
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
     if (q == NULL) continue;
     CURLcode rc = m->data.result;
-    int err = 0;
-    if (rc != CURLE_OK || q->oom) {
-      err = map_error(q, rc);
-      if (q->too_big && q->errbuf[0] == '\0')
-        strcpy(q->errbuf, "response body larger than max_body");
-      if (q->up && q->up->err && q->errbuf[0] == '\0')
-        snprintf(q->errbuf, sizeof q->errbuf, "reading body_file: %s", uv_strerror(q->up->err));
-      set_error(q, q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
-    }
-    if (q->streaming) {
-      stream_end(q, err);
-    } else if (err) {
-      req_finish(q, err, NULL);
+    if (rc != CURLE_OK || q->oom || q->too_big) {
+      xfer_fail(q, rc);
+    } else if (q->streaming) {
+      stream_end(q, 0);
     } else {
       uva_http_response_t *r = build_response(q);
       req_finish(q, r ? 0 : UV_ENOMEM, r);
@@ -958,6 +1014,7 @@ int uva_http_client_new(uva_http_client_t **out, const uva_http_client_opts_t *o
   curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
   if ((rc = uv_timer_init(loop->uv, &c->timer)) != 0) goto fail;
+  uv_timer_init(loop->uv, &c->reap); /* cannot fail once a timer could */
   *out = c;
   return 0;
 fail:
@@ -976,7 +1033,7 @@ static void poll_closed(uv_handle_t *h) {
 }
 
 static void timer_closed(uv_handle_t *h) {
-  uva_http_client_t *c = UVA_CONTAINER_OF((uv_timer_t *)h, uva_http_client_t, timer);
+  uva_http_client_t *c = h->data;
   c->loop->jobs--;
   if (--c->closing == 0) client_maybe_free(c);
 }
@@ -1000,10 +1057,14 @@ void uva_http_client_free(uva_http_client_t *c) {
     http_poll_t *p = UVA_CONTAINER_OF(c->polls.next, http_poll_t, link);
     poll_close(p);
   }
-  uv_timer_stop(&c->timer);
-  c->closing++;
-  c->loop->jobs++;
-  uv_close((uv_handle_t *)&c->timer, timer_closed);
+  uv_timer_t *timers[] = {&c->timer, &c->reap};
+  for (int i = 0; i < 2; i++) {
+    uv_timer_stop(timers[i]);
+    timers[i]->data = c;
+    c->closing++;
+    c->loop->jobs++;
+    uv_close((uv_handle_t *)timers[i], timer_closed);
+  }
 }
 
 const char *uva_http_last_error(const uva_http_client_t *c) {
@@ -1083,7 +1144,6 @@ static int req_setup(http_req_t *q, const uva_http_request_t *rq) {
   }
   if (timeout > 0) SET(CURLOPT_TIMEOUT_MS, (long)timeout);
   if (ctimeout > 0) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)ctimeout);
-  if (q->max_body) SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)q->max_body);
   if (rq->http_version == UVA_HTTP_VERSION_1_1) {
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
   } else if (rq->http_version == UVA_HTTP_VERSION_2) {

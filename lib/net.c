@@ -599,6 +599,7 @@ struct uva_server {
   uva__link_t conns;        /* connection streams whose task runs */
   size_t nconns;
   uva_future_t *close_fut;  /* a reference, until it completes */
+  uva__timer_t retry;       /* accept again after running out of memory */
 };
 
 typedef struct closeop {
@@ -674,12 +675,24 @@ static void conn_end(uva_future_t *f, void *data) {
   server_check(srv);
 }
 
+static void on_connection(uv_stream_t *h, int status);
+
+static void retry_accept(uva__timer_t *t) {
+  uva_server_t *srv = UVA_CONTAINER_OF(t, uva_server_t, retry);
+  on_connection(&srv->u.s, 0);
+}
+
 static void on_connection(uv_stream_t *h, int status) {
   uva_server_t *srv = h->data;
   uva_loop_t *loop = srv->loop;
   if (status < 0 || srv->closing) return;
   uva_stream_t *s = stream_new(loop, srv->path != NULL);
-  if (s == NULL) return; /* libuv retries: accept stays pending */
+  if (s == NULL) {
+    /* libuv stops watching the listening socket until this connection is
+     * accepted, so nobody would call us again: try again in 10 ms. */
+    uva__timer_start(loop, &srv->retry, uv_now(loop->uv) + 10);
+    return;
+  }
   if (uv_accept(h, &s->u.s) != 0 || loop->closing) {
     uva_stream_close(s);
     return;
@@ -738,6 +751,8 @@ static uva_server_t *server_new(uva_loop_t *loop, uva_conn_fn fn, void *arg) {
   srv->loop = loop;
   srv->fn = fn;
   srv->arg = arg;
+  srv->retry.index = SIZE_MAX;
+  srv->retry.fire = retry_accept;
   uva__list_init(&srv->conns);
   return srv;
 }
@@ -809,6 +824,7 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections) {
   c->srv = srv;
   srv->close_fut = uva_ref(&c->base);
   srv->closing = true;
+  if (uva__timer_armed(&srv->retry)) uva__timer_stop(loop, &srv->retry);
   if (srv->path) unlink(srv->path);
   loop->jobs++;
   uv_close(&srv->u.h, on_server_closed);
