@@ -653,6 +653,18 @@ static bool too_big(http_req_t *q, size_t n) {
   return q->too_big;
 }
 
+/* Make *buf hold at least need bytes: double, or jump to need. */
+static bool grow(char **buf, size_t *cap, size_t need, size_t first) {
+  if (need <= *cap) return true;
+  size_t c = *cap ? *cap * 2 : first;
+  if (c < need) c = need;
+  char *b = uva__realloc(*buf, c);
+  if (b == NULL) return false;
+  *buf = b;
+  *cap = c;
+  return true;
+}
+
 static size_t on_stream_body(http_req_t *q, const char *ptr, size_t n) {
   /* curl skips the bodies of redirects it follows, so a body is the final
    * response's even if its head looked like a redirect */
@@ -671,16 +683,9 @@ static size_t on_stream_body(http_req_t *q, const char *ptr, size_t n) {
     memmove(s->buf, s->buf + s->off, s->len);
     s->off = 0;
   }
-  if (s->len + n > s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 16384;
-    while (cap < s->len + n) cap *= 2;
-    char *b = uva__realloc(s->buf, cap);
-    if (b == NULL) {
-      q->oom = true;
-      return CURL_WRITEFUNC_ERROR;
-    }
-    s->buf = b;
-    s->cap = cap;
+  if (!grow(&s->buf, &s->cap, s->len + n, 16384)) {
+    q->oom = true;
+    return CURL_WRITEFUNC_ERROR;
   }
   memcpy(s->buf + s->off + s->len, ptr, n);
   s->len += n;
@@ -703,16 +708,9 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
       cl > 0 && (q->max_body == 0 || (size_t)cl <= q->max_body) && (size_t)cl + 1 > need)
     need = (size_t)cl + 1;
   if (q->body == NULL) q->body = pool_get(q->client->pool, need, &q->body_cap);
-  if (need > q->body_cap) {
-    size_t cap = q->body_cap ? q->body_cap * 2 : 4096;
-    if (cap < need) cap = need;
-    char *b = uva__realloc(q->body, cap);
-    if (b == NULL) {
-      q->oom = true;
-      return CURL_WRITEFUNC_ERROR;
-    }
-    q->body = b;
-    q->body_cap = cap;
+  if (!grow(&q->body, &q->body_cap, need, 4096)) {
+    q->oom = true;
+    return CURL_WRITEFUNC_ERROR;
   }
   memcpy(q->body + q->body_len, ptr, n);
   q->body_len += n;

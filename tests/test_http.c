@@ -2,31 +2,13 @@
  * on 127.0.0.1. Server-side stats (connections, active, aborted...) let
  * the tests check what happened on the wire: connection reuse, limits,
  * and that a cancelled transfer really drops its connection. */
-#include "helpers.h"
-#include "httpd.h"
+#include "http_env.h"
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-typedef struct env {
-  httpd_t *h;
-  uva_http_client_t *client;
-} env_t;
-
-static void env_open_with(env_t *e, const uva_http_client_opts_t *o) {
-  ck_assert_int_eq(httpd_start(&e->h, 0), 0);
-  ck_assert_int_eq(uva_http_client_new(&e->client, o), 0);
-}
-
-static void env_open(env_t *e) { env_open_with(e, NULL); }
-
-static void env_close(env_t *e) {
-  uva_http_client_free(e->client);
-  httpd_stop(e->h);
-}
 
 /* Await a request; the response, or NULL with *rc the error. */
 static uva_http_response_t *request(uva_http_client_t *c, const uva_http_request_t *rq,
@@ -81,7 +63,7 @@ static bool wait_for_value(const long *v, long want, int ms) {
 TASK_TEST(test_http_get_ok) {
   env_t e;
   env_open(&e);
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_int_eq(r->status, 200);
   ck_assert_int_eq(r->http_version, 11);
   ck_assert_uint_eq(r->body_len, 5);
@@ -89,12 +71,12 @@ TASK_TEST(test_http_get_ok) {
   ck_assert_str_eq(uva_http_response_header(r, "x-test"), "yes"); /* sent "  yes " */
   ck_assert_str_eq(uva_http_response_header(r, "Content-Type"), "text/plain");
   ck_assert_ptr_null(uva_http_response_header(r, "X-Missing"));
-  ck_assert_str_eq(r->effective_url, httpd_url(e.h, "/ok"));
+  ck_assert_str_eq(r->effective_url, httpd_url(e.srv, "/ok"));
   uva_http_response_free(r);
   /* an unread result is freed with the future; a second request reuses
    * the easy handle and the connection */
-  ck_assert_int_eq(uva_await(uva_http_get(e.client, httpd_url(e.h, "/ok")), NULL), 0);
-  r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  ck_assert_int_eq(uva_await(uva_http_get(e.client, httpd_url(e.srv, "/ok")), NULL), 0);
+  r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
   env_close(&e);
@@ -109,12 +91,12 @@ TASK_TEST(test_http_error_status_is_success) {
     char path[32], body[32];
     snprintf(path, sizeof path, "/status/%d", codes[i]);
     snprintf(body, sizeof body, "status %d", codes[i]);
-    uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, path));
+    uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, path));
     ck_assert_int_eq(r->status, codes[i]);
     ck_assert_str_eq(r->body, body);
     uva_http_response_free(r);
   }
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/nowhere"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/nowhere"));
   ck_assert_int_eq(r->status, 404);
   ck_assert_str_eq(r->body, "not found");
   uva_http_response_free(r);
@@ -125,7 +107,7 @@ TASK_TEST(test_http_error_status_is_success) {
 TASK_TEST(test_http_chunked_body) {
   env_t e;
   env_open(&e);
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/chunked/50"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/chunked/50"));
   char want[1024] = "";
   for (int i = 0; i < 50; i++) snprintf(want + strlen(want), sizeof want - strlen(want),
                                         "chunk %d\n", i);
@@ -136,7 +118,7 @@ TASK_TEST(test_http_chunked_body) {
   ck_assert_ptr_null(uva_http_response_header(r, "Content-Length"));
   uva_http_response_free(r);
   /* an empty chunked body */
-  r = get_ok(e.client, httpd_url(e.h, "/chunked/0"));
+  r = get_ok(e.client, httpd_url(e.srv, "/chunked/0"));
   ck_assert_uint_eq(r->body_len, 0);
   ck_assert_str_eq(r->body, "");
   uva_http_response_free(r);
@@ -147,7 +129,7 @@ TASK_TEST(test_http_chunked_body) {
 TASK_TEST(test_http_gzip_body_decoded) {
   env_t e;
   env_open(&e);
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/gzip"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/gzip"));
   size_t line = strlen(HTTPD_GZIP_TEXT_LINE);
   ck_assert_int_eq(r->status, 200);
   ck_assert_uint_eq(r->body_len, line * HTTPD_GZIP_TEXT_REPEAT);
@@ -162,7 +144,7 @@ TASK_TEST(test_http_gzip_body_decoded) {
 TASK_TEST(test_http_head_has_empty_body) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/bytes/5000"), .method = "HEAD"};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/bytes/5000"), .method = "HEAD"};
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_int_eq(r->status, 200);
   ck_assert_uint_eq(r->body_len, 0);
@@ -170,10 +152,10 @@ TASK_TEST(test_http_head_has_empty_body) {
   ck_assert_str_eq(uva_http_response_header(r, "Content-Length"), "5000");
   uva_http_response_free(r);
   /* the connection is still in step: the next answer is intact */
-  r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
-  ck_assert_int_eq(httpd_stats(e.h)->connections, 1);
+  ck_assert_int_eq(httpd_stats(e.srv)->connections, 1);
   env_close(&e);
   return 0;
 }
@@ -183,7 +165,7 @@ TASK_TEST(test_http_head_has_empty_body) {
 TASK_TEST(test_http_timeout) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/delay/2000"), .timeout_ms = 100};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/delay/2000"), .timeout_ms = 100};
   ck_assert_int_eq(request_err(e.client, &rq), UV_ETIMEDOUT);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   env_close(&e);
@@ -194,11 +176,11 @@ TASK_TEST(test_http_drip_slower_than_timeout_gives_etimedout) {
   env_t e;
   env_open(&e);
   /* the head arrives at once; the body (20 x 100 ms) outlasts 300 ms */
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/drip/20/100"), .timeout_ms = 300};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/drip/20/100"), .timeout_ms = 300};
   ck_assert_int_eq(request_err(e.client, &rq), UV_ETIMEDOUT);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   /* the transfer was really abandoned: the server sees the hang-up */
-  ck_assert(wait_for_value(&httpd_stats(e.h)->aborted, 1, 1500));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->aborted, 1, 1500));
   env_close(&e);
   return 0;
 }
@@ -207,10 +189,10 @@ TASK_TEST(test_http_client_timeout_default) {
   env_t e;
   uva_http_client_opts_t o = {.timeout_ms = 100};
   env_open_with(&e, &o);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/delay/2000")};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/delay/2000")};
   ck_assert_int_eq(request_err(e.client, &rq), UV_ETIMEDOUT);
   /* a per-request timeout overrides it, and < 0 means none */
-  rq.url = httpd_url(e.h, "/delay/200");
+  rq.url = httpd_url(e.srv, "/delay/200");
   rq.timeout_ms = -1;
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_str_eq(r->body, "delayed");
@@ -223,10 +205,10 @@ TASK_TEST(test_http_connect_timeout_accepted) {
   env_t e;
   uva_http_client_opts_t o = {.connect_timeout_ms = 2000};
   env_open_with(&e, &o);
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/ok"), .connect_timeout_ms = 1000};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/ok"), .connect_timeout_ms = 1000};
   r = request_ok(e.client, &rq);
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
@@ -272,7 +254,7 @@ TASK_TEST(test_http_protocol_not_allowed) {
 TASK_TEST(test_http_peer_closes_without_answer) {
   env_t e;
   env_open(&e);
-  ck_assert_int_eq(uva_await(uva_http_get(e.client, httpd_url(e.h, "/close")), NULL),
+  ck_assert_int_eq(uva_await(uva_http_get(e.client, httpd_url(e.srv, "/close")), NULL),
                    UV_ECONNRESET);
   env_close(&e);
   return 0;
@@ -281,11 +263,11 @@ TASK_TEST(test_http_peer_closes_without_answer) {
 TASK_TEST(test_http_reset_mid_body_gives_econnreset) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/reset")};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/reset")};
   ck_assert_int_eq(request_err(e.client, &rq), UV_ECONNRESET);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   /* the client goes on with a fresh connection */
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
   env_close(&e);
@@ -296,7 +278,7 @@ TASK_TEST(test_http_bad_args) {
   env_t e;
   env_open(&e);
   const char *bad[] = {"X-Evil: a\r\nInjected: b", NULL};
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/ok"), .headers = bad};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/ok"), .headers = bad};
   uva_future_t *f = uva_http_request(e.client, &rq);
   ck_assert(uva_future_is_done(f)); /* failed at once */
   ck_assert_int_eq(uva_await(f, NULL), UV_EINVAL);
@@ -311,17 +293,17 @@ TASK_TEST(test_http_bad_args) {
   ck_assert_int_eq(uva_await(uva_http_request(e.client, &rq), NULL), UV_EINVAL);
   ck_assert_int_eq(uva_await(uva_http_request(e.client, NULL), NULL), UV_EINVAL);
   ck_assert_int_eq(uva_await(uva_http_get(e.client, NULL), NULL), UV_EINVAL);
-  ck_assert_int_eq(uva_await(uva_http_get(NULL, httpd_url(e.h, "/ok")), NULL), UV_EINVAL);
+  ck_assert_int_eq(uva_await(uva_http_get(NULL, httpd_url(e.srv, "/ok")), NULL), UV_EINVAL);
   ck_assert_int_eq(uva_await(uva_http_get(e.client, "http://127.0.0.1/a b"), NULL), UV_EINVAL);
-  uva_http_request_t rm = {.url = httpd_url(e.h, "/ok"), .method = "GET\r\nX: y"};
+  uva_http_request_t rm = {.url = httpd_url(e.srv, "/ok"), .method = "GET\r\nX: y"};
   ck_assert_int_eq(uva_await(uva_http_request(e.client, &rm), NULL), UV_EINVAL);
   /* nothing of that reached the server */
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 0);
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 0);
   /* good headers go through */
   const char *good[] = {"X-Ok: 1", NULL};
   rq.headers = good;
   uva_http_response_free(request_ok(e.client, &rq));
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 1);
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 1);
   env_close(&e);
   return 0;
 }
@@ -343,16 +325,16 @@ TASK_TEST(test_http_user_agent_with_crlf_rejected) {
 TASK_TEST(test_http_redirects_followed) {
   env_t e;
   env_open(&e);
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/redirect/3"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/redirect/3"));
   ck_assert_int_eq(r->status, 200);
   ck_assert_str_eq(r->body, "done");
   ck_assert_msg(ends_with(r->effective_url, "/redirect/0"), "%s", r->effective_url);
-  ck_assert_str_eq(r->effective_url, httpd_url(e.h, "/redirect/0"));
+  ck_assert_str_eq(r->effective_url, httpd_url(e.srv, "/redirect/0"));
   /* headers and body are the final response's only */
   ck_assert_ptr_null(uva_http_response_header(r, "Location"));
   ck_assert_str_eq(uva_http_response_header(r, "Content-Length"), "4");
   uva_http_response_free(r);
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 4);
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 4);
   env_close(&e);
   return 0;
 }
@@ -360,7 +342,7 @@ TASK_TEST(test_http_redirects_followed) {
 TASK_TEST(test_http_too_many_redirects_gives_eloop) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/redirect/3"), .max_redirects = 2};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/redirect/3"), .max_redirects = 2};
   ck_assert_int_eq(request_err(e.client, &rq), UV_ELOOP);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   /* exactly as many as allowed is fine */
@@ -372,10 +354,10 @@ TASK_TEST(test_http_too_many_redirects_gives_eloop) {
   /* the client-wide default */
   uva_http_client_opts_t o = {.max_redirects = 2};
   env_open_with(&e, &o);
-  rq.url = httpd_url(e.h, "/redirect/3");
+  rq.url = httpd_url(e.srv, "/redirect/3");
   rq.max_redirects = 0;
   ck_assert_int_eq(request_err(e.client, &rq), UV_ELOOP);
-  rq.url = httpd_url(e.h, "/redirect/2");
+  rq.url = httpd_url(e.srv, "/redirect/2");
   uva_http_response_free(request_ok(e.client, &rq));
   env_close(&e);
   return 0;
@@ -384,15 +366,15 @@ TASK_TEST(test_http_too_many_redirects_gives_eloop) {
 TASK_TEST(test_http_no_follow_returns_302) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/redirect/3"),
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/redirect/3"),
                            .follow_redirects = UVA_HTTP_NO_FOLLOW};
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_int_eq(r->status, 302);
   ck_assert_str_eq(uva_http_response_header(r, "Location"), "/redirect/2");
   ck_assert_str_eq(r->body, "redirecting");
-  ck_assert_str_eq(r->effective_url, httpd_url(e.h, "/redirect/3"));
+  ck_assert_str_eq(r->effective_url, httpd_url(e.srv, "/redirect/3"));
   uva_http_response_free(r);
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 1);
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 1);
   /* an explicit FOLLOW follows */
   rq.follow_redirects = UVA_HTTP_FOLLOW;
   r = request_ok(e.client, &rq);
@@ -405,13 +387,13 @@ TASK_TEST(test_http_no_follow_returns_302) {
 TASK_TEST(test_http_redirect_loop_gives_eloop) {
   env_t e;
   env_open(&e);
-  ck_assert_int_eq(uva_await(uva_http_get(e.client, httpd_url(e.h, "/loop")), NULL), UV_ELOOP);
+  ck_assert_int_eq(uva_await(uva_http_get(e.client, httpd_url(e.srv, "/loop")), NULL), UV_ELOOP);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   /* the default limit is 10: the first request and 10 redirects */
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 11);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/loop"), .max_redirects = 3};
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 11);
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/loop"), .max_redirects = 3};
   ck_assert_int_eq(request_err(e.client, &rq), UV_ELOOP);
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 11 + 4);
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 11 + 4);
   env_close(&e);
   return 0;
 }
@@ -421,7 +403,7 @@ TASK_TEST(test_http_redirect_loop_gives_eloop) {
 TASK_TEST(test_http_max_body_with_content_length) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/bytes/100000"), .max_body = 1000};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/bytes/100000"), .max_body = 1000};
   ck_assert_int_eq(request_err(e.client, &rq), UV_E2BIG);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   /* a limit the body just fits */
@@ -431,7 +413,7 @@ TASK_TEST(test_http_max_body_with_content_length) {
   ck_assert(is_pattern(r->body, r->body_len));
   uva_http_response_free(r);
   /* without a limit a whole MiB arrives */
-  r = get_ok(e.client, httpd_url(e.h, "/bytes/1048576"));
+  r = get_ok(e.client, httpd_url(e.srv, "/bytes/1048576"));
   ck_assert_uint_eq(r->body_len, 1048576);
   ck_assert(is_pattern(r->body, r->body_len));
   uva_http_response_free(r);
@@ -443,11 +425,11 @@ TASK_TEST(test_http_max_body_with_content_length) {
 TASK_TEST(test_http_max_body_with_chunked_body) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/chunked/1000"), .max_body = 1000};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/chunked/1000"), .max_body = 1000};
   ck_assert_int_eq(request_err(e.client, &rq), UV_E2BIG);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
   /* "chunk 0\n".."chunk 9\n" is 80 bytes: a limit of 80 takes it */
-  rq.url = httpd_url(e.h, "/chunked/10");
+  rq.url = httpd_url(e.srv, "/chunked/10");
   rq.max_body = 80;
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_uint_eq(r->body_len, 80);
@@ -462,19 +444,19 @@ TASK_TEST(test_http_client_max_body_and_override) {
   env_t e;
   uva_http_client_opts_t o = {.max_body = 4096};
   env_open_with(&e, &o);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/bytes/100000")};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/bytes/100000")};
   ck_assert_int_eq(request_err(e.client, &rq), UV_E2BIG);
-  rq.url = httpd_url(e.h, "/chunked/1000");
+  rq.url = httpd_url(e.srv, "/chunked/1000");
   ck_assert_int_eq(request_err(e.client, &rq), UV_E2BIG);
-  uva_http_response_free(get_ok(e.client, httpd_url(e.h, "/ok")));
+  uva_http_response_free(get_ok(e.client, httpd_url(e.srv, "/ok")));
   /* a request's own limit replaces the client's */
-  rq.url = httpd_url(e.h, "/bytes/100000");
+  rq.url = httpd_url(e.srv, "/bytes/100000");
   rq.max_body = 200000;
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_uint_eq(r->body_len, 100000);
   ck_assert(is_pattern(r->body, r->body_len));
   uva_http_response_free(r);
-  rq.url = httpd_url(e.h, "/bytes/3000");
+  rq.url = httpd_url(e.srv, "/bytes/3000");
   rq.max_body = 2000;
   ck_assert_int_eq(request_err(e.client, &rq), UV_E2BIG);
   env_close(&e);
@@ -485,7 +467,7 @@ TASK_TEST(test_http_client_max_body_and_override) {
 
 static const char *echo_method(env_t *e, const char *method, const char *body,
                                char *got_body, size_t cap) {
-  uva_http_request_t rq = {.url = httpd_url(e->h, "/echo"), .method = method, .body = body,
+  uva_http_request_t rq = {.url = httpd_url(e->srv, "/echo"), .method = method, .body = body,
                            .body_len = body ? strlen(body) : 0};
   uva_http_response_t *r = request_ok(e->client, &rq);
   ck_assert_int_eq(r->status, 200);
@@ -514,7 +496,7 @@ TASK_TEST(test_http_methods) {
   ck_assert_str_eq(b, "");
   ck_assert_str_eq(echo_method(&e, "GET", NULL, b, sizeof b), "GET");
   /* an empty body is still a POST with Content-Length: 0 */
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/echo"), .body = "", .body_len = 0};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/echo"), .body = "", .body_len = 0};
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Method"), "POST");
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Content-Length"), "0");
@@ -527,7 +509,7 @@ TASK_TEST(test_http_request_headers_arrive) {
   env_t e;
   env_open(&e);
   const char *hdrs[] = {"X-Custom: v1", "X-Two-Words: a b", "X-Empty;", NULL};
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/echo"), .headers = hdrs};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/echo"), .headers = hdrs};
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-X-Custom"), "v1");
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-X-Two-Words"), "a b");
@@ -535,7 +517,7 @@ TASK_TEST(test_http_request_headers_arrive) {
    * library trims it */
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-X-Empty"), "");
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Host"),
-                   httpd_url(e.h, "") + strlen("http://"));
+                   httpd_url(e.srv, "") + strlen("http://"));
   uva_http_response_free(r);
   env_close(&e);
   return 0;
@@ -544,7 +526,7 @@ TASK_TEST(test_http_request_headers_arrive) {
 TASK_TEST(test_http_empty_header_removes_default) {
   env_t e;
   env_open(&e);
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/echo")};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/echo")};
   uva_http_response_t *r = request_ok(e.client, &rq);
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Accept"), "*/*");
   ck_assert_ptr_nonnull(uva_http_response_header(r, "X-Echo-User-Agent"));
@@ -571,7 +553,7 @@ TASK_TEST(test_http_empty_header_removes_default) {
 TASK_TEST(test_http_user_agent) {
   env_t e;
   env_open(&e);
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/echo"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/echo"));
   const char *ua = uva_http_response_header(r, "X-Echo-User-Agent");
   ck_assert_ptr_nonnull(ua);
   ck_assert_msg(strncmp(ua, "uvasync/", 8) == 0, "default user agent: %s", ua);
@@ -579,7 +561,7 @@ TASK_TEST(test_http_user_agent) {
   env_close(&e);
   uva_http_client_opts_t o = {.user_agent = "tester/1.0 (uvasync tests)"};
   env_open_with(&e, &o);
-  r = get_ok(e.client, httpd_url(e.h, "/echo"));
+  r = get_ok(e.client, httpd_url(e.srv, "/echo"));
   ck_assert_str_eq(uva_http_response_header(r, "X-Echo-User-Agent"), o.user_agent);
   uva_http_response_free(r);
   env_close(&e);
@@ -591,7 +573,7 @@ static void post_roundtrip(env_t *e, size_t len) {
   ck_assert_ptr_nonnull(payload);
   for (size_t i = 0; i < len; i++) payload[i] = (char)('A' + i % 23);
   const char *hdrs[] = {"Content-Type: application/octet-stream", NULL};
-  uva_http_request_t rq = {.url = httpd_url(e->h, "/echo"), .body = payload, .body_len = len,
+  uva_http_request_t rq = {.url = httpd_url(e->srv, "/echo"), .body = payload, .body_len = len,
                            .headers = hdrs};
   uva_future_t *f = uva_http_request(e->client, &rq);
   /* the body was copied: the caller's buffer may change at once */
@@ -613,7 +595,7 @@ TASK_TEST(test_http_post_body_roundtrip) {
   env_t e;
   env_open(&e);
   post_roundtrip(&e, 3000);
-  ck_assert_int_eq(httpd_stats(e.h)->continues, 0);
+  ck_assert_int_eq(httpd_stats(e.srv)->continues, 0);
   env_close(&e);
   return 0;
 }
@@ -624,7 +606,7 @@ TASK_TEST(test_http_post_2mib_body_with_expect_continue) {
   env_t e;
   env_open(&e);
   post_roundtrip(&e, 2 << 20);
-  ck_assert_int_eq(httpd_stats(e.h)->continues, 1);
+  ck_assert_int_eq(httpd_stats(e.srv)->continues, 1);
   env_close(&e);
   return 0;
 }
@@ -635,12 +617,12 @@ TASK_TEST(test_http_sequential_requests_reuse_one_connection) {
   env_t e;
   env_open(&e);
   for (int i = 0; i < 20; i++) {
-    uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, i % 2 ? "/ok" : "/bytes/3000"));
+    uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, i % 2 ? "/ok" : "/bytes/3000"));
     ck_assert_int_eq(r->status, 200);
     uva_http_response_free(r);
   }
-  ck_assert_int_eq(httpd_stats(e.h)->requests, 20);
-  ck_assert_int_eq(httpd_stats(e.h)->connections, 1);
+  ck_assert_int_eq(httpd_stats(e.srv)->requests, 20);
+  ck_assert_int_eq(httpd_stats(e.srv)->connections, 1);
   env_close(&e);
   return 0;
 }
@@ -650,14 +632,14 @@ TASK_TEST(test_http_connection_close_header_closes) {
   env_t e;
   env_open(&e);
   const char *hdrs[] = {"Connection: close", NULL};
-  uva_http_request_t rq = {.url = httpd_url(e.h, "/ok"), .headers = hdrs};
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/ok"), .headers = hdrs};
   for (int i = 0; i < 3; i++) {
     uva_http_response_t *r = request_ok(e.client, &rq);
     ck_assert_str_eq(r->body, "hello");
     ck_assert_str_eq(uva_http_response_header(r, "Connection"), "close");
     uva_http_response_free(r);
   }
-  ck_assert_int_eq(httpd_stats(e.h)->connections, 3);
+  ck_assert_int_eq(httpd_stats(e.srv)->connections, 3);
   env_close(&e);
   return 0;
 }
@@ -667,7 +649,7 @@ static void run_concurrent(env_t *e, int n, const char *path, const char *body) 
   uva_future_t **fs = calloc((size_t)n, sizeof *fs);
   ck_assert_ptr_nonnull(fs);
   for (int i = 0; i < n; i++) {
-    fs[i] = uva_http_get(e->client, httpd_url(e->h, path));
+    fs[i] = uva_http_get(e->client, httpd_url(e->srv, path));
     ck_assert_ptr_nonnull(fs[i]);
   }
   for (int i = 0; i < n; i++) {
@@ -687,7 +669,7 @@ TASK_TEST(test_http_max_host_connections_limits_parallelism) {
   uva_http_client_opts_t o = {.max_host_connections = 2};
   env_open_with(&e, &o);
   run_concurrent(&e, 20, "/delay/50", "delayed");
-  const httpd_stats_t *st = httpd_stats(e.h);
+  const httpd_stats_t *st = httpd_stats(e.srv);
   ck_assert_int_eq(st->requests, 20);
   ck_assert_int_le(st->max_active, 2);
   ck_assert_int_le(st->connections, 2); /* the two are reused, never replaced */
@@ -700,7 +682,7 @@ TASK_TEST(test_http_max_connections_limits_parallelism) {
   uva_http_client_opts_t o = {.max_connections = 3};
   env_open_with(&e, &o);
   run_concurrent(&e, 20, "/delay/50", "delayed");
-  const httpd_stats_t *st = httpd_stats(e.h);
+  const httpd_stats_t *st = httpd_stats(e.srv);
   ck_assert_int_eq(st->requests, 20);
   ck_assert_int_le(st->max_active, 3);
   ck_assert_int_le(st->connections, 3);
@@ -713,7 +695,7 @@ TASK_TEST(test_http_concurrent_requests_use_parallel_connections) {
   env_t e;
   env_open(&e);
   run_concurrent(&e, 20, "/delay/50", "delayed");
-  ck_assert_int_eq(httpd_stats(e.h)->max_active, 20);
+  ck_assert_int_eq(httpd_stats(e.srv)->max_active, 20);
   env_close(&e);
   return 0;
 }
@@ -737,7 +719,7 @@ static void run_many(env_t *e) {
   for (int i = 0; i < NMANY; i++) {
     char path[32];
     snprintf(path, sizeof path, "/bytes/%d", 100 + i * 7);
-    fs[i] = uva_http_get(e->client, httpd_url(e->h, path));
+    fs[i] = uva_http_get(e->client, httpd_url(e->srv, path));
     ck_assert_ptr_nonnull(fs[i]);
   }
   for (int i = 0; i < NMANY; i++) {
@@ -750,7 +732,7 @@ static void run_many(env_t *e) {
     ck_assert(is_pattern(r->body, r->body_len));
     uva_http_response_free(r);
   }
-  ck_assert_int_eq(httpd_stats(e->h)->requests, NMANY);
+  ck_assert_int_eq(httpd_stats(e->srv)->requests, NMANY);
 }
 
 TASK_TEST(test_http_thousand_concurrent_with_host_limit) {
@@ -758,7 +740,7 @@ TASK_TEST(test_http_thousand_concurrent_with_host_limit) {
   uva_http_client_opts_t o = {.max_host_connections = 64};
   env_open_with(&e, &o);
   run_many(&e);
-  ck_assert_int_le(httpd_stats(e.h)->max_active, 64);
+  ck_assert_int_le(httpd_stats(e.srv)->max_active, 64);
   env_close(&e);
   return 0;
 }
@@ -771,7 +753,7 @@ TASK_TEST(test_http_thousand_concurrent_unlimited) {
   env_t e;
   env_open(&e);
   run_many(&e);
-  ck_assert_int_gt(httpd_stats(e.h)->max_active, 64);
+  ck_assert_int_gt(httpd_stats(e.srv)->max_active, 64);
   env_close(&e);
   return 0;
 }
@@ -781,17 +763,17 @@ TASK_TEST(test_http_thousand_concurrent_unlimited) {
 TASK_TEST(test_http_cancel_while_waiting_for_answer) {
   env_t e;
   env_open(&e);
-  uva_future_t *f = uva_http_get(e.client, httpd_url(e.h, "/delay/5000"));
-  ck_assert(wait_for_value(&httpd_stats(e.h)->requests, 1, 2000));
+  uva_future_t *f = uva_http_get(e.client, httpd_url(e.srv, "/delay/5000"));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->requests, 1, 2000));
   ck_assert(!uva_future_is_done(f));
   ck_assert_int_eq(uva_cancel(f), 1);
   ck_assert(uva_future_is_done(f)); /* at once */
   ck_assert_int_eq(uva_await(f, NULL), UV_ECANCELED);
   /* the connection is dropped: the server sees it before its delay ends */
-  ck_assert(wait_for_value(&httpd_stats(e.h)->aborted, 1, 3000));
-  ck_assert(wait_for_value(&httpd_stats(e.h)->active, 0, 1000));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->aborted, 1, 3000));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->active, 0, 1000));
   /* and the client goes on */
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
   env_close(&e);
@@ -801,16 +783,16 @@ TASK_TEST(test_http_cancel_while_waiting_for_answer) {
 TASK_TEST(test_http_cancel_while_body_streams) {
   env_t e;
   env_open(&e);
-  uva_future_t *f = uva_http_get(e.client, httpd_url(e.h, "/drip/100/20"));
+  uva_future_t *f = uva_http_get(e.client, httpd_url(e.srv, "/drip/100/20"));
   /* the head and some bytes are in: the body is streaming */
-  ck_assert(wait_for_value(&httpd_stats(e.h)->requests, 1, 2000));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->requests, 1, 2000));
   ck_assert_int_eq(uva_await(uva_sleep(150), NULL), 0);
   ck_assert(!uva_future_is_done(f));
   ck_assert_int_eq(uva_cancel(f), 1);
   ck_assert_int_eq(uva_await(f, NULL), UV_ECANCELED);
-  ck_assert(wait_for_value(&httpd_stats(e.h)->aborted, 1, 1500));
-  ck_assert(wait_for_value(&httpd_stats(e.h)->active, 0, 1000));
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/drip/5/1"));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->aborted, 1, 1500));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->active, 0, 1000));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/drip/5/1"));
   ck_assert_uint_eq(r->body_len, 5);
   ck_assert(is_pattern(r->body, 5));
   uva_http_response_free(r);
@@ -821,11 +803,11 @@ TASK_TEST(test_http_cancel_while_body_streams) {
 TASK_TEST(test_http_wait_for_timeout_drops_connection) {
   env_t e;
   env_open(&e);
-  uva_future_t *f = uva_wait_for(uva_http_get(e.client, httpd_url(e.h, "/delay/2000")), 100);
+  uva_future_t *f = uva_wait_for(uva_http_get(e.client, httpd_url(e.srv, "/delay/2000")), 100);
   ck_assert_int_eq(uva_await(f, NULL), UV_ETIMEDOUT);
-  ck_assert(wait_for_value(&httpd_stats(e.h)->aborted, 1, 1500));
-  ck_assert(wait_for_value(&httpd_stats(e.h)->active, 0, 1000));
-  uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, "/ok"));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->aborted, 1, 1500));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->active, 0, 1000));
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
   ck_assert_str_eq(r->body, "hello");
   uva_http_response_free(r);
   env_close(&e);
@@ -837,7 +819,7 @@ TASK_TEST(test_http_client_works_after_many_cancels) {
   env_t e;
   env_open(&e);
   for (int i = 0; i < 10; i++) {
-    uva_future_t *f = uva_http_get(e.client, httpd_url(e.h, i % 2 ? "/delay/1000" : "/drip/50/10"));
+    uva_future_t *f = uva_http_get(e.client, httpd_url(e.srv, i % 2 ? "/delay/1000" : "/drip/50/10"));
     for (int k = 0; k < i; k++) ck_assert_int_eq(uva_yield(), 0);
     if (i >= 5) ck_assert_int_eq(uva_await(uva_sleep((uint64_t)(i * 5)), NULL), 0);
     ck_assert_int_eq(uva_cancel(f), 1);
@@ -852,20 +834,20 @@ TASK_TEST(test_http_client_free_cancels_in_flight) {
   env_t e;
   env_open(&e);
   uva_future_t *fs[5];
-  for (int i = 0; i < 5; i++) fs[i] = uva_http_get(e.client, httpd_url(e.h, "/delay/2000"));
-  ck_assert(wait_for_value(&httpd_stats(e.h)->requests, 5, 2000));
+  for (int i = 0; i < 5; i++) fs[i] = uva_http_get(e.client, httpd_url(e.srv, "/delay/2000"));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->requests, 5, 2000));
   uva_http_client_free(e.client);
   for (int i = 0; i < 5; i++) {
     ck_assert(uva_future_is_done(fs[i]));
     ck_assert_int_eq(uva_await(fs[i], NULL), UV_ECANCELED);
   }
   /* the connections went with the client */
-  ck_assert(wait_for_value(&httpd_stats(e.h)->active, 0, 1500));
-  ck_assert_int_eq(httpd_stats(e.h)->aborted, 5);
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->active, 0, 1500));
+  ck_assert_int_eq(httpd_stats(e.srv)->aborted, 5);
   /* a future nobody awaits is released mid-transfer: freed at the end */
   ck_assert_int_eq(uva_http_client_new(&e.client, NULL), 0);
-  uva_release(uva_http_get(e.client, httpd_url(e.h, "/delay/2000")));
-  ck_assert(wait_for_value(&httpd_stats(e.h)->requests, 6, 2000));
+  uva_release(uva_http_get(e.client, httpd_url(e.srv, "/delay/2000")));
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->requests, 6, 2000));
   env_close(&e);
   return 0;
 }
@@ -877,7 +859,7 @@ TASK_TEST(test_http_bodies_reuse_buffers_and_outlive_client) {
   env_t e;
   env_open(&e);
   for (int i = 0; i < 6; i++) {
-    uva_http_response_t *r = get_ok(e.client, httpd_url(e.h, i % 2 ? "/bytes/1048576" : "/ok"));
+    uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, i % 2 ? "/bytes/1048576" : "/ok"));
     if (i % 2) {
       ck_assert_uint_eq(r->body_len, 1048576);
       ck_assert(is_pattern(r->body, r->body_len));
@@ -886,8 +868,8 @@ TASK_TEST(test_http_bodies_reuse_buffers_and_outlive_client) {
     }
     uva_http_response_free(r);
   }
-  uva_http_response_t *kept1 = get_ok(e.client, httpd_url(e.h, "/bytes/1048576"));
-  uva_http_response_t *kept2 = get_ok(e.client, httpd_url(e.h, "/ok"));
+  uva_http_response_t *kept1 = get_ok(e.client, httpd_url(e.srv, "/bytes/1048576"));
+  uva_http_response_t *kept2 = get_ok(e.client, httpd_url(e.srv, "/ok"));
   env_close(&e); /* the client goes first */
   ck_assert(is_pattern(kept1->body, 1048576));
   ck_assert_str_eq(kept2->body, "hello");
@@ -941,7 +923,7 @@ static void arm_failure(void *data) {
 TASK_TEST(test_http_allocation_failure_sweep) {
   env_t e;
   env_open(&e);
-  const char *u = httpd_url(e.h, "/bytes/50000");
+  const char *u = httpd_url(e.srv, "/bytes/50000");
   int ok = 0, failed = 0;
   /* client creation */
   for (long n = 0; n < 100; n++) {
@@ -968,7 +950,7 @@ TASK_TEST(test_http_allocation_failure_sweep) {
   ck_assert_int_gt(failed, 0);
   /* receiving the answer: headers, body, the response itself */
   sweep_t s = {0};
-  httpd_set_after_response(e.h, arm_failure, &s);
+  httpd_set_after_response(e.srv, arm_failure, &s);
   long n;
   for (n = 0; n < 200; n++) {
     s.n = n;
@@ -985,7 +967,7 @@ TASK_TEST(test_http_allocation_failure_sweep) {
     }
   }
   ck_assert_int_lt(n, 200);
-  httpd_set_after_response(e.h, NULL, NULL);
+  httpd_set_after_response(e.srv, NULL, NULL);
   ck_assert_int_gt(ok, 1);
   /* the client is sound afterwards */
   uva_http_response_t *r = get_ok(e.client, u);
@@ -1033,11 +1015,11 @@ TASK_TEST(test_httpd_chunked_request_body) {
 TASK_TEST(test_httpd_stop_mid_answer) {
   env_t e;
   env_open(&e);
-  uva_future_t *fs[3] = {uva_http_get(e.client, httpd_url(e.h, "/delay/5000")),
-                         uva_http_get(e.client, httpd_url(e.h, "/drip/100/10")),
-                         uva_http_get(e.client, httpd_url(e.h, "/bytes/30000000"))};
-  ck_assert(wait_for_value(&httpd_stats(e.h)->requests, 3, 2000));
-  httpd_stop(e.h);
+  uva_future_t *fs[3] = {uva_http_get(e.client, httpd_url(e.srv, "/delay/5000")),
+                         uva_http_get(e.client, httpd_url(e.srv, "/drip/100/10")),
+                         uva_http_get(e.client, httpd_url(e.srv, "/bytes/30000000"))};
+  ck_assert(wait_for_value(&httpd_stats(e.srv)->requests, 3, 2000));
+  httpd_stop(e.srv);
   for (int i = 0; i < 3; i++) {
     int rc = uva_await(fs[i], NULL);
     /* the big body may have made it before the stop */

@@ -4,8 +4,7 @@
  * failures while connecting, closing paused streams, freeing the client
  * during uploads. rawsrv.h answers what httpd.c cannot (a 300, an empty
  * Location). */
-#include "helpers.h"
-#include "httpd.h"
+#include "http_env.h"
 #include "rawsrv.h"
 
 #include <errno.h>
@@ -16,29 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-typedef struct env {
-  httpd_t *srv;
-  uva_http_client_t *client;
-} env_t;
-
-static void env_open_with(env_t *e, const uva_http_client_opts_t *o) {
-  ck_assert_int_eq(httpd_start(&e->srv, 0), 0);
-  ck_assert_int_eq(uva_http_client_new(&e->client, o), 0);
-}
-static void env_open(env_t *e) { env_open_with(e, NULL); }
-static void env_close(env_t *e) {
-  uva_http_client_free(e->client);
-  httpd_stop(e->srv);
-}
-
-static uva_http_stream_t *open_ok(env_t *e, const uva_http_request_t *rq) {
-  void *v = NULL;
-  int rc = uva_await(uva_http_stream_open(e->client, rq), &v);
-  ck_assert_msg(rc == 0, "open %s: %s (%s)", rq->url, uva_err_name(rc),
-                uva_http_last_error(e->client));
-  return v;
-}
 
 /* Read everything; each read bounded by 3 s (a hang shows as ETIMEDOUT). */
 static size_t read_all_t(uva_http_stream_t *s, size_t chunk, int *end) {

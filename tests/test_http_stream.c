@@ -1,8 +1,7 @@
 /* HTTP client: streamed response bodies (back-pressure), request bodies
  * streamed from files, cookies, timings and widened protocols, against the
  * test server in httpd.c. */
-#include "helpers.h"
-#include "httpd.h"
+#include "http_env.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -11,32 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-typedef struct env {
-  httpd_t *srv;
-  uva_http_client_t *client;
-} env_t;
-
-static void env_open_with(env_t *e, const uva_http_client_opts_t *o) {
-  ck_assert_int_eq(httpd_start(&e->srv, 0), 0);
-  ck_assert_int_eq(uva_http_client_new(&e->client, o), 0);
-}
-
-static void env_open(env_t *e) { env_open_with(e, NULL); }
-
-static void env_close(env_t *e) {
-  uva_http_client_free(e->client);
-  httpd_stop(e->srv);
-}
-
-static uva_http_stream_t *open_ok(env_t *e, const uva_http_request_t *rq) {
-  void *v = NULL;
-  int rc = uva_await(uva_http_stream_open(e->client, rq), &v);
-  ck_assert_msg(rc == 0, "open %s: %s (%s)", rq->url, uva_err_name(rc),
-                uva_http_last_error(e->client));
-  ck_assert_ptr_nonnull(v);
-  return v;
-}
 
 static uva_http_stream_t *open_get(env_t *e, const char *path) {
   uva_http_request_t rq = {.url = httpd_url(e->srv, path)};
