@@ -784,9 +784,17 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections);
 /* ----------------------------------------------------------- HTTP client */
 /* aiohttp's ClientSession on libcurl's multi_socket interface, driven by
  * the loop (one uv_poll_t per socket curl uses, one uv_timer_t). Only http
- * and https URLs are allowed (also for redirects); TLS peer and host
- * verification are always on. Connections are reused between requests of
- * the same client; compressed responses are decoded.
+ * and https URLs are allowed (also for redirects) unless the client's
+ * `protocols` widens that; TLS peer and host verification are always on.
+ * Connections are reused between requests of the same client, HTTP/2
+ * connections multiplex them; compressed responses are decoded.
+ *
+ * Ownership: a client belongs to its creator, who frees it
+ * (uva_http_client_free) on the loop's thread before the loop closes. A
+ * response or stream taken from a future belongs to the taker
+ * (uva_http_response_free, uva_http_stream_close) and may outlive the
+ * client. Everything a request struct points to is copied when the request
+ * starts, except the `error` buffer.
  *
  * libcurl is initialised once per process (curl_global_init, on first
  * uva_http_client_new) and never cleaned up: its global state lives until
@@ -808,6 +816,9 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections);
  *                       control characters, a malformed URL, a header
  *                       with CR or LF or without ':' (or ';'), a bad method
  *   UV_ECANCELED        cancelled, or the client was freed
+ *   UV_ENOENT, UV_EACCES, UV_EISDIR...  body_file could not be opened or
+ *                       read (the error of open(2) or read(2))
+ *   UV_EPROTONOSUPPORT  also: http_version 2 with a libcurl without HTTP/2
  *   UV_ENOMEM, UV_EIO   out of memory; any other curl failure (a reply
  *                       that is not HTTP...)
  * An HTTP error status (404, 500...) is NOT an error: the future succeeds
@@ -841,8 +852,8 @@ typedef struct uva_http_client_opts {
 } uva_http_client_opts_t;
 
 /* Make a client on this thread's loop. opts may be NULL (defaults above);
- * it is copied. Returns 0, UV_EINVAL (out NULL, user agent with CR/LF),
- * UVA_ENOLOOP or UV_ENOMEM. Free it with uva_http_client_free before the
+ * it is copied. Returns 0, UV_EINVAL (out NULL, user agent with CR/LF, a
+ * protocols list curl rejects), UVA_ENOLOOP or UV_ENOMEM. Free it with uva_http_client_free before the
  * loop closes (before main returns under uva_run). */
 int uva_http_client_new(uva_http_client_t **out, const uva_http_client_opts_t *opts);
 /* Free a client: requests still running complete with UV_ECANCELED, every
