@@ -182,10 +182,7 @@ void uva_http_response_free(uva_http_response_t *r) {
   if (r == NULL) return;
   pool_put(r->pool_, r->body, r->body_cap_);
   pool_unref(r->pool_);
-  uva__free((void *)r->effective_url);
-  /* headers and their strings are one block */
-  uva__free(r->headers);
-  uva__free(r);
+  uva__free(r); /* the URL and the headers are in the same block */
 }
 
 static void response_free_fn(void *v) { uva_http_response_free(v); }
@@ -214,33 +211,37 @@ static void fill_times(uva_http_response_t *r, CURL *e) {
  * headers read with curl's header API (request -1: the last one, so the
  * headers of redirects are not included). No body. NULL on ENOMEM. */
 static uva_http_response_t *build_head(http_req_t *q) {
-  uva_http_response_t *r = uva__calloc(1, sizeof *r);
-  if (r == NULL) return NULL;
-  long code = 0, ver = 0;
+  long code = 0, ver = 0, redirs = 0;
   char *url = NULL;
-  curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_getinfo(q->easy, CURLINFO_HTTP_VERSION, &ver);
   curl_easy_getinfo(q->easy, CURLINFO_EFFECTIVE_URL, &url);
-  r->status = (int)code;
-  r->http_version = ver == CURL_HTTP_VERSION_1_0 ? 10
-                  : ver == CURL_HTTP_VERSION_1_1 ? 11
-                  : ver == CURL_HTTP_VERSION_2_0 ? 20
-                  : ver == CURL_HTTP_VERSION_3 ? 30 : 0;
-  long redirs = 0;
-  curl_easy_getinfo(q->easy, CURLINFO_REDIRECT_COUNT, &redirs);
-  r->redirects = (int)redirs;
-  fill_times(r, q->easy);
-  if ((r->effective_url = uva__strdup(url ? url : "")) == NULL) goto oom;
-  /* one block: the entries, then the strings */
-  size_t n = 0, strs = 0;
+  if (url == NULL) url = "";
+  /* One block: the struct, the header entries, then the strings (the URL
+   * and each name and value): one allocation per response. */
+  size_t n = 0, strs = strlen(url) + 1;
   struct curl_header *h = NULL;
   while ((h = curl_easy_nextheader(q->easy, CURLH_HEADER, -1, h)) != NULL) {
     n++;
     strs += strlen(h->name) + strlen(h->value) + 2;
   }
-  if (n == 0) return r;
-  if ((r->headers = uva__malloc(n * sizeof *r->headers + strs)) == NULL) goto oom;
-  char *p = (char *)(r->headers + n);
+  uva_http_response_t *r = uva__malloc(sizeof *r + n * sizeof *r->headers + strs);
+  if (r == NULL) return NULL;
+  memset(r, 0, sizeof *r);
+  curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(q->easy, CURLINFO_HTTP_VERSION, &ver);
+  curl_easy_getinfo(q->easy, CURLINFO_REDIRECT_COUNT, &redirs);
+  r->status = (int)code;
+  r->http_version = ver == CURL_HTTP_VERSION_1_0 ? 10
+                  : ver == CURL_HTTP_VERSION_1_1 ? 11
+                  : ver == CURL_HTTP_VERSION_2_0 ? 20
+                  : ver == CURL_HTTP_VERSION_3 ? 30 : 0;
+  r->redirects = (int)redirs;
+  fill_times(r, q->easy);
+  r->headers = n ? (uva_http_header_t *)(r + 1) : NULL;
+  char *p = (char *)(r + 1) + n * sizeof *r->headers;
+  size_t ulen = strlen(url) + 1;
+  memcpy(p, url, ulen);
+  r->effective_url = p;
+  p += ulen;
   size_t i = 0;
   h = NULL;
   while (i < n && (h = curl_easy_nextheader(q->easy, CURLH_HEADER, -1, h)) != NULL) {
@@ -260,9 +261,6 @@ static uva_http_response_t *build_head(http_req_t *q) {
   }
   r->nheaders = i;
   return r;
-oom:
-  uva_http_response_free(r);
-  return NULL;
 }
 
 static uva_http_response_t *build_response(http_req_t *q) {
