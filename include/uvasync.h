@@ -123,7 +123,10 @@ typedef void (*uva_done_fn)(uva_future_t *f, void *data);
 int uva_run(uva_task_fn main, void *arg);
 
 /* Make a loop with its own uv_loop_t. It becomes this thread's current loop.
- * Returns 0, UV_EBUSY (this thread has a loop), UV_ENOMEM, or a libuv code. */
+ * The first loop of a process also opens /dev/null on any of the
+ * descriptors 0, 1, 2 that is closed, so that no socket takes their
+ * numbers (uva_run does this too). Returns 0, UV_EBUSY (this thread has a
+ * loop), UV_ENOMEM, or a libuv code. */
 int uva_loop_new(uva_loop_t **out);
 /* Attach to a uv_loop_t the application already runs (the caller keeps
  * owning and running it). uvasync adds a few handles to it: unreferenced

@@ -13,6 +13,9 @@
  * next turn, in order. Yields (sleep(0)) always wait for the next turn. */
 #include "internal.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +102,20 @@ void uva__drain(uva_loop_t *loop) {
 
 static void on_check(uv_check_t *h) { uva__drain(h->data); }
 
+/* A program started with stdin, stdout or stderr closed would hand those
+ * numbers to the loop's own descriptors (epoll, sockets), and libuv
+ * aborts when it closes one of them (it asserts fd > 2); writes meant for
+ * stdout would also land in a socket. Like curl's tool, hold the numbers
+ * with /dev/null (inherited by children, so no O_CLOEXEC). Once per
+ * process, before the first loop opens anything. */
+static uv_once_t stdio_once = UV_ONCE_INIT;
+static void stdio_guard(void) {
+  int fd;
+  while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2) {
+  }
+  if (fd > 2) close(fd);
+}
+
 static int loop_init(uva_loop_t **out, uv_loop_t *uv) {
   *out = NULL;
   if (uva__loop_tls != NULL) return UV_EBUSY;
@@ -109,6 +126,7 @@ static int loop_init(uva_loop_t **out, uv_loop_t *uv) {
   if (loop->stacks == NULL) goto fail;
   if ((rc = uva__ctx_init(&loop->sched_ctx)) != 0) goto fail;
   if (uv == NULL) {
+    uv_once(&stdio_once, stdio_guard);
     uv = uva__malloc(sizeof *uv);
     rc = UV_ENOMEM;
     if (uv == NULL) goto fail;

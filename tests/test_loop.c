@@ -2,7 +2,11 @@
  * run_until_complete, shutdown and Ctrl-C. */
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int returns_arg(void *arg) { return (int)(intptr_t)arg; }
 
@@ -138,6 +142,46 @@ START_TEST(test_allocation_failures_never_crash_or_leak) {
 }
 END_TEST
 
+/* A program started with stdin, stdout and stderr closed: the loop's own
+ * descriptors must not take those numbers (output meant for stdout would
+ * go into them, and libuv asserts it never closes 0-2). In a child. */
+static int no_conn(uva_stream_t *c, void *arg) {
+  (void)c;
+  (void)arg;
+  return 0;
+}
+
+static int listen_once(void *arg) {
+  (void)arg;
+  uva_server_t *srv;
+  int rc = uva_tcp_listen(&srv, "127.0.0.1", 0, 0, no_conn, NULL);
+  if (rc == 0) rc = uva_await(uva_server_close(srv, 1), NULL);
+  return rc == 0 ? uva_await(uva_sleep(1), NULL) : rc;
+}
+
+START_TEST(test_run_with_stdio_closed) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    close(0);
+    close(1);
+    close(2);
+    int rc = uva_run(listen_once, NULL);
+    /* 0, 1 and 2 are /dev/null now, not descriptors of the loop's (where a
+     * printf would have gone into a socket or libuv's own pipe) */
+    int ok = rc == 0;
+    for (int fd = 0; fd < 3; fd++) {
+      struct stat st;
+      ok = ok && fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
+    }
+    _exit(ok ? 0 : 1);
+  }
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("loop");
   TCase *tc = tcase_create("core");
@@ -148,6 +192,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_attach_to_application_loop);
   tcase_add_test(tc, test_run_until_complete);
   tcase_add_test(tc, test_allocation_failures_never_crash_or_leak);
+  tcase_add_test(tc, test_run_with_stdio_closed);
   suite_add_tcase(s, tc);
   return s;
 }
