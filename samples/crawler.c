@@ -2,30 +2,36 @@
  *
  * Shows: each level of the crawl is a batch of tasks, one per URL, joined
  * with uva_gather(); a uva semaphore caps how many fetch at once. Each task
- * is plain sequential code (acquire, wait its turn, uva_http_get, parse,
- * release); the HTTP client runs the transfers side by side. Links are
- * resolved with curl's URL API, pages parsed with gumbo.
+ * is plain sequential code (acquire, wait its turn, request, follow
+ * redirects, release, parse, queue links): the HTTP client runs transfers
+ * side by side, uva_to_thread() runs the parsing on libuv's thread pool.
+ * URLs are handled with curl's URL API, pages parsed with gumbo.
  *
  * usage: crawler URL [--depth N] [--concurrency N] [--delay MS]
  *   --depth N        follow links N times from URL (default 2)
  *   --concurrency N  fetch at most N pages at once (default 8)
  *   --delay MS       at least MS ms between two request starts (default 0)
- * Only URLs with the start URL's scheme, host and port are followed;
- * "#fragments" are dropped, so a page is fetched once. Responses that are
- * not text/html are fetched and counted, not parsed.
+ * Only links and redirects (10 in a row at most) within the crawl's origin
+ * (scheme, host, port: the start URL's, or where it redirects to) are
+ * followed. URLs are normalised (lower-case scheme and host, no default
+ * port, no #fragment), so a page is fetched once. Links resolve against
+ * <base href> if any. Only text/html is parsed; a body over 10 MiB fails.
  * stdout: one line per fetch: HTTP status (0 if it failed), final URL
- * (after redirects), title, tab-separated. stderr: a summary. Exit 0; 1 if
- * the start URL failed (no answer, or a 4xx/5xx) or on Ctrl-C; 2 on usage.
+ * (after redirects; a 3xx we do not follow is the answer), title,
+ * tab-separated. stderr: a summary. Exit 0; 1 if the start URL failed (no
+ * answer, or a 4xx/5xx) or on Ctrl-C; 2 on usage.
  *
  * asyncio original (aiohttp):
  *   async def fetch(url):
  *       async with sem:
  *           async with session.get(url) as r: html = await r.text()
- *       return [urljoin(str(r.url), a["href"]) for a in soup(html, "a")]
+ *       title, base, hrefs = await asyncio.to_thread(parse, html)
+ *       return [urljoin(urljoin(str(r.url), base), h) for h in hrefs]
  *   while level and depth <= max_depth:
  *       found = await asyncio.gather(*(fetch(u) for u in level))
  *       level = [u for links in found for u in links if new(u)]
  */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <gumbo.h>
 #include <stdio.h>
@@ -34,14 +40,20 @@
 #include <strings.h>
 #include <uvasync.h>
 
-typedef struct list { char **url; size_t n, cap; } list_t; /* URLs from curl_url_get */
+typedef struct list { void **item; size_t n, cap; } list_t; /* malloc'd strings, or nodes */
 typedef struct node { struct node *next; char url[]; } node_t; /* in the visited set */
 typedef struct job { char *url; int depth; } job_t;            /* one fetch task's */
+typedef struct page { /* a parse job's input (borrowed from the response)... */
+  const char *html; size_t len; int follow; /* follow: collect the links */
+  char title[256], *base; list_t links; /* ...and output: first <title>, <base href>, <a href>s */
+} page_t;
 
 #define NBUCKETS 4096
+#define ORIGIN_MAX 512
+#define MAX_HOPS 10
 static struct {
   int depth, concurrency, delay_ms;
-  char *origin; /* "scheme://host:port" of the start URL */
+  char origin[ORIGIN_MAX]; /* "scheme://host[:port]" of the crawl */
   uva_http_client_t *client;
   uva_sem_t *sem;
   double next_start; /* politeness: the earliest start of the next request */
@@ -52,19 +64,19 @@ static struct {
 } C = {.depth = 2, .concurrency = 8};
 
 static void drop(list_t *l) {
-  for (size_t i = 0; i < l->n; i++) curl_free(l->url[i]);
-  free(l->url);
+  for (size_t i = 0; i < l->n; i++) free(l->item[i]);
+  free(l->item);
   *l = (list_t){0};
 }
 
-static int push(list_t *l, char *url) {
+static int push(list_t *l, void *item) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? 2 * l->cap : 64;
-    char **v = realloc(l->url, cap * sizeof *v);
-    if (!v) return -1;
-    l->url = v, l->cap = cap;
+    void **v = realloc(l->item, cap * sizeof *v);
+    if (!v) return UV_ENOMEM;
+    l->item = v, l->cap = cap;
   }
-  l->url[l->n++] = url;
+  l->item[l->n++] = item;
   return 0;
 }
 
@@ -82,57 +94,109 @@ static int visit(const char *url) {
   return 1;
 }
 
-/* href resolved against base (NULL: href is absolute), without its
- * #fragment, or NULL unless it is an http(s) URL of the crawl's origin.
- * The first URL resolved sets the origin. Free the result with curl_free. */
-static char *resolve(const char *base, const char *href) {
+/* As browsers do with an href: no spaces or control characters at either
+ * end, no tab, CR or LF inside (an attribute may wrap). In place. */
+static char *clean(char *s) {
+  while (*s && (unsigned char)*s <= ' ') s++;
+  char *out = s;
+  for (const char *p = s; *p; p++)
+    if (*p != '\t' && *p != '\r' && *p != '\n') *out++ = *p;
+  while (out > s && (unsigned char)out[-1] <= ' ') out--;
+  *out = '\0';
+  return s;
+}
+
+/* href resolved against base (NULL: href is absolute) and normalised, so
+ * that one page has one spelling (for the visited set and the origin rule):
+ * lower-case scheme and host, no default port, no #fragment. NULL unless it
+ * is http(s). Its "scheme://host[:port]" goes to origin. Free with free. */
+static char *resolve(const char *base, const char *href, char origin[ORIGIN_MAX]) {
   CURLU *u = curl_url();
-  char *url = NULL, *scheme = NULL, *host = NULL, *port = NULL;
+  char *scheme = NULL, *host = NULL, *port = NULL, *s = NULL, *url = NULL;
   if (u && (!base || !curl_url_set(u, CURLUPART_URL, base, 0)) &&
       !curl_url_set(u, CURLUPART_URL, href, 0) && !curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0) &&
       !curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) && !curl_url_get(u, CURLUPART_HOST, &host, 0) &&
-      !curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) &&
-      (!strcmp(scheme, "http") || !strcmp(scheme, "https"))) {
-    char origin[512];
-    snprintf(origin, sizeof origin, "%s://%s:%s", scheme, host, port);
-    if (!C.origin) C.origin = strdup(origin);
-    if (C.origin && !strcmp(origin, C.origin)) curl_url_get(u, CURLUPART_URL, &url, 0);
+      (!strcmp(scheme, "http") || !strcmp(scheme, "https"))) { /* curl lower-cases the scheme */
+    for (char *p = host; *p; p++) *p = (char)tolower((unsigned char)*p);
+    curl_url_get(u, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT); /* none if :80 for http */
+    int n = snprintf(origin, ORIGIN_MAX, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+    if (n < ORIGIN_MAX && !curl_url_set(u, CURLUPART_HOST, host, 0) &&
+        !curl_url_get(u, CURLUPART_URL, &s, CURLU_NO_DEFAULT_PORT))
+      url = strdup(s);
   }
-  curl_free(scheme), curl_free(host), curl_free(port);
+  curl_free(scheme), curl_free(host), curl_free(port), curl_free(s);
   curl_url_cleanup(u);
   return url;
 }
 
-/* A link on the page at base: queue it for the next level if it is new. */
-static void add_link(const char *base, const char *href) {
-  href += strspn(href, " \t\r\n\f");
+/* A link on a page whose links resolve against base: queue it for the next
+ * level if it is new and of the crawl's origin. */
+static void add_link(const char *base, char *href) {
+  char origin[ORIGIN_MAX];
+  href = clean(href);
   if (!*href || *href == '#') return; /* this page (curl 7.88 mis-resolves "#x") */
-  char *url = resolve(base, href);
-  if (url && visit(url) && push(&C.next, url) == 0) return;
-  curl_free(url);
+  char *url = resolve(base, href, origin);
+  if (url && !strcmp(origin, C.origin) && visit(url) && push(&C.next, url) == 0) return;
+  free(url);
 }
 
-/* Walk the parsed document: the first <title>'s text, and <a href> links
- * when follow is set. */
-static void walk(const GumboNode *n, const char *base, int follow, char *title, size_t cap) {
-  if (n->type != GUMBO_NODE_ELEMENT) return;
-  const GumboElement *e = &n->v.element;
-  if (e->tag == GUMBO_TAG_TITLE && !title[0] && e->children.length > 0) {
-    const GumboNode *t = e->children.data[0];
-    size_t len = 0;
-    for (const char *p = t->type == GUMBO_NODE_TEXT ? t->v.text.text : ""; *p && len + 1 < cap; p++) {
-      int space = *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f';
-      if (!space) title[len++] = *p;
-      else if (len && title[len - 1] != ' ') title[len++] = ' '; /* a run becomes one space */
-    }
-    while (len && title[len - 1] == ' ') len--;
-    title[len] = '\0';
+/* A <title>'s text with each whitespace run made one space, into title. */
+static void get_title(const GumboElement *e, char *title, size_t cap) {
+  const GumboNode *t = e->children.data[0];
+  size_t len = 0;
+  for (const char *p = t->type == GUMBO_NODE_TEXT ? t->v.text.text : ""; *p && len + 1 < cap; p++) {
+    if (!strchr(" \t\n\r\f", *p)) title[len++] = *p;
+    else if (len && title[len - 1] != ' ') title[len++] = ' ';
   }
-  const GumboAttribute *href;
-  if (follow && e->tag == GUMBO_TAG_A && (href = gumbo_get_attribute(&e->attributes, "href")))
-    add_link(base, href->value);
-  for (unsigned i = 0; i < e->children.length; i++)
-    walk(e->children.data[i], base, follow, title, cap);
+  while (len && title[len - 1] == ' ') len--;
+  title[len] = '\0';
+}
+
+/* The parse job, asyncio's to_thread idea: it is CPU work, so it runs on a
+ * pool thread and the loop keeps serving the other transfers meanwhile.
+ * That thread also has a big stack: gumbo_destroy_output recurses once per
+ * level of nesting, which 8,000 nested <div>s would make overflow a task's
+ * 256 KiB. Our own walk keeps an explicit stack, so depth costs only heap.
+ * The job sees nothing but its page: the crawl's state is the loop's. */
+static int parse(void *arg, void **value) {
+  page_t *pg = arg;
+  (void)value;
+  GumboOutput *doc = gumbo_parse_with_options(&kGumboDefaultOptions, pg->html, pg->len);
+  list_t todo = {0}; /* nodes still to visit, the next one last */
+  int rc = push(&todo, doc->root);
+  while (rc == 0 && todo.n > 0) {
+    const GumboNode *n = todo.item[--todo.n];
+    if (n->type != GUMBO_NODE_ELEMENT) continue;
+    const GumboElement *e = &n->v.element;
+    const GumboAttribute *href = gumbo_get_attribute(&e->attributes, "href");
+    char *copy = NULL;
+    if (e->tag == GUMBO_TAG_TITLE && !pg->title[0] && e->children.length > 0)
+      get_title(e, pg->title, sizeof pg->title);
+    else if (e->tag == GUMBO_TAG_BASE && href && !pg->base && !(pg->base = strdup(href->value)))
+      rc = UV_ENOMEM; /* the first <base href> counts */
+    else if (e->tag == GUMBO_TAG_A && href && pg->follow)
+      rc = (copy = strdup(href->value)) ? push(&pg->links, copy) : UV_ENOMEM;
+    if (rc < 0) free(copy);
+    for (unsigned i = e->children.length; rc == 0 && i-- > 0;) /* first child on top */
+      rc = push(&todo, e->children.data[i]);
+  }
+  free(todo.item); /* the nodes belong to doc */
+  gumbo_destroy_output(&kGumboDefaultOptions, doc);
+  return rc;
+}
+
+/* Run parse(pg) on the pool and wait until it has returned, even if we are
+ * cancelled: it reads the response's body, and a job that has started
+ * cannot be stopped. uva_wait borrows the job, so a cancel (delivered once)
+ * ends only that wait, and the next one waits for the job. */
+static int parse_on_thread(page_t *pg) {
+  uva_future_t *job = uva_to_thread(NULL, parse, pg, NULL);
+  int cancelled = 0;
+  while (job && !uva_future_is_done(job))
+    cancelled |= uva_await(uva_wait(&job, 1, UVA_ALL_COMPLETED, -1), NULL) == UV_ECANCELED;
+  int rc = job ? uva_future_status(job) : UV_ENOMEM;
+  uva_release(job);
+  return cancelled ? UV_ECANCELED : rc;
 }
 
 static double now_ms(void) { return (double)uv_hrtime() / 1e6; }
@@ -146,38 +210,63 @@ static int wait_turn(void) {
   return rc;
 }
 
+/* GET url (ours, seen), following its redirects ourselves: curl would
+ * follow them anywhere. A hop to a page of the origin not seen yet is
+ * fetched in this task (same depth); one that leaves the origin (except
+ * from the start URL: its final origin becomes the crawl's) or leads to a
+ * page already seen ends here: the 3xx is the answer. *url: the final URL. */
+static int get(char **url, int start, uva_http_response_t **out) {
+  for (int hops = 0;; hops++) {
+    void *v = NULL;
+    int rc = wait_turn();
+    uva_http_request_t rq = {.url = *url, .follow_redirects = UVA_HTTP_NO_FOLLOW};
+    if (rc == 0) rc = uva_await(uva_http_request(C.client, &rq), &v);
+    if ((*out = v) == NULL) return rc;
+    C.bytes += (*out)->body_len;
+    const char *loc = uva_http_response_header(*out, "Location");
+    if ((*out)->status / 100 != 3 || !loc || hops == MAX_HOPS) return 0;
+    char origin[ORIGIN_MAX], *to = resolve(*url, loc, origin);
+    if (to && start) memcpy(C.origin, origin, sizeof origin);
+    if (!to || strcmp(origin, C.origin) || !visit(to)) {
+      free(to);
+      return 0;
+    }
+    uva_http_response_free(*out);
+    free(*url), *url = to;
+  }
+}
+
 /* One URL: fetch it, print its line, queue its links. Returns 0, 1 (HTTP
- * error status) or a negative error. */
+ * error status) or a negative error. A fetch cancelled by Ctrl-C is not a
+ * page: it prints nothing and counts nothing. */
 static int fetch(void *arg) {
   job_t *j = arg;
-  void *v = NULL;
+  uva_http_response_t *r = NULL;
   int rc = uva_await(uva_sem_acquire(C.sem), NULL);
   if (rc < 0) return rc;
-  if ((rc = wait_turn()) == 0) rc = uva_await(uva_http_get(C.client, j->url), &v);
+  rc = get(&j->url, j->depth == 0, &r);
   uva_sem_release(C.sem);
-  C.pages++;
+  if (rc == UV_ECANCELED) return rc;
   if (rc < 0) {
-    C.errors++;
+    C.pages++, C.errors++;
     printf("0\t%s\t(%s)\n", j->url, uva_strerror(rc)); /* the title column says why */
     return rc;
   }
-  uva_http_response_t *r = v;
-  C.bytes += r->body_len;
-  C.errors += r->status >= 400;
-  /* After a redirect, remember where we landed; if another URL already led
-   * there, do not follow its links a second time. */
-  char *final = resolve(NULL, r->effective_url);
-  int fresh = !final || !strcmp(final, j->url) || visit(final);
-  curl_free(final);
-  char title[256] = "";
+  page_t pg = {.html = r->body, .len = r->body_len, .follow = j->depth < C.depth};
   const char *type = uva_http_response_header(r, "Content-Type");
-  if (type && strncasecmp(type, "text/html", 9) == 0) {
-    GumboOutput *doc = gumbo_parse_with_options(&kGumboDefaultOptions, r->body, r->body_len);
-    walk(doc->root, r->effective_url, fresh && j->depth < C.depth, title, sizeof title);
-    gumbo_destroy_output(&kGumboDefaultOptions, doc);
+  if (r->status / 100 != 3 && type && strncasecmp(type, "text/html", 9) == 0 &&
+      parse_on_thread(&pg) == UV_ECANCELED) {
+    rc = UV_ECANCELED;
+  } else {
+    C.pages++, C.errors += r->status >= 400;
+    printf("%d\t%s\t%s\n", r->status, j->url, pg.title);
+    /* <base href> resolves against the page's URL; links against it */
+    char origin[ORIGIN_MAX], *base = pg.base ? resolve(j->url, clean(pg.base), origin) : NULL;
+    for (size_t i = 0; i < pg.links.n; i++) add_link(base ? base : j->url, pg.links.item[i]);
+    free(base);
+    rc = r->status >= 400;
   }
-  printf("%d\t%s\t%s\n", r->status, r->effective_url, title);
-  rc = r->status >= 400;
+  free(pg.base), drop(&pg.links);
   uva_http_response_free(r);
   return rc;
 }
@@ -185,11 +274,11 @@ static int fetch(void *arg) {
 static int crawl(void *arg) {
   list_t level = {0};
   uva_http_client_opts_t o = {.user_agent = "uvasync-crawler/0.1", .timeout_ms = 15000,
-                              .connect_timeout_ms = 5000};
+                              .connect_timeout_ms = 5000, .max_body = 10 << 20};
   int rc = uva_http_client_new(&C.client, &o);
   if (rc < 0 || !(C.sem = uva_sem_new((unsigned)C.concurrency, 0)) || push(&level, arg) < 0) {
     fprintf(stderr, "crawler: %s\n", uva_strerror(rc < 0 ? rc : UV_ENOMEM));
-    uva_http_client_free(C.client), uva_sem_free(C.sem), curl_free(arg);
+    uva_http_client_free(C.client), uva_sem_free(C.sem), free(arg);
     return 1;
   }
   visit(arg);
@@ -198,13 +287,15 @@ static int crawl(void *arg) {
     job_t *jobs = calloc(level.n, sizeof *jobs);
     uva_future_t **fs = calloc(level.n, sizeof *fs);
     for (size_t i = 0; jobs && fs && i < level.n; i++) {
-      jobs[i] = (job_t){level.url[i], depth};
+      jobs[i] = (job_t){level.item[i], depth};
       fs[i] = uva_spawn(fetch, &jobs[i]);
     }
     void *res = NULL; /* every task ends before the gather does */
     rc = jobs && fs ? uva_await(uva_gather(fs, level.n, UVA_RETURN_EXCEPTIONS), &res) : UV_ENOMEM;
     if (depth == 0) start_failed = rc < 0 || ((uva_results_t *)res)->item[0].status != 0;
     uva_results_free(res);
+    for (size_t i = 0; jobs && i < level.n; i++) /* redirects moved the URLs */
+      if (jobs[i].url) level.item[i] = jobs[i].url;
     free(jobs), free(fs);
     drop(&level);
     level = C.next; /* the links found on this level make the next one */
@@ -235,7 +326,7 @@ int main(int argc, char **argv) {
     else if (a[0] != '-' && !start) start = a;
     else ok = 0;
   }
-  char *url = ok && start ? resolve(NULL, start) : NULL;
+  char *url = ok && start ? resolve(NULL, start, C.origin) : NULL;
   if (!url) {
     if (ok && start) fprintf(stderr, "crawler: not an http(s) URL: %s\n", start);
     fprintf(stderr, "usage: crawler URL [--depth N] [--concurrency N] [--delay MS]\n");
@@ -247,6 +338,5 @@ int main(int argc, char **argv) {
           C.bytes, (now_ms() - t0) / 1000);
   for (size_t i = 0; i < NBUCKETS; i++)
     for (node_t *n = C.seen[i], *next; n; n = next) next = n->next, free(n);
-  free(C.origin);
   return rc == 0 ? 0 : 1;
 }
