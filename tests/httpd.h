@@ -31,17 +31,46 @@
  * A query string (?...) is ignored for routing. HEAD gets the head of the
  * GET answer without its body. /delay and /drip notice a client that hangs
  * up while they wait (not only at their next write) and end the
- * connection at once (stats.aborted). A malformed request gets 400 and
- * the connection is closed.
+ * connection at once (stats.aborted).
+ *
+ * Parsing (RFC 9112), strictly: lines end in CRLF or a bare LF (both
+ * accepted, in the head, chunk lines and trailers); empty lines before the
+ * request line are skipped; the request line is METHOD SP TARGET SP
+ * HTTP/D.D; header names are tokens (so "Name : v" is refused); control
+ * characters other than HTAB (a lone CR, NUL...) are refused anywhere in
+ * the head, so nothing a client sends can split a header the server
+ * echoes. Content-Length is digits only (no sign); several of them must
+ * agree. Transfer-Encoding must be exactly "chunked" (chunk sizes are hex
+ * digits only, then extensions); with a Content-Length too, chunked wins
+ * and the connection is closed after the answer. HTTP/1.0: closed after
+ * the answer unless "Connection: keep-alive" (echoed back); never sent a
+ * chunked answer (/chunked is close-delimited) nor "100 Continue".
+ * "Connection" is a comma-separated list of tokens.
+ *
+ * Refused requests get an answer and the connection is closed (after a
+ * half-close and a short drain of what the client still sends, so the
+ * answer is not lost to a reset): 400 (malformed), 408 (timeout, see
+ * httpd_set_head_timeout, when part of a request had arrived; an idle
+ * connection is just closed), 413 (body over 256 MiB), 414 (path over
+ * 1023 bytes), 431 (head over HTTPD_HEAD_MAX bytes or over
+ * HTTPD_MAX_HEADERS fields), 501 (a transfer coding other than chunked),
+ * 505 (HTTP major version other than 1).
  */
 #ifndef UVA_TEST_HTTPD_H
 #define UVA_TEST_HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uvasync.h>
 
 #define HTTPD_GZIP_TEXT_LINE "hello gzip\n"
 #define HTTPD_GZIP_TEXT_REPEAT 100
+/* Largest request head (request line, fields, line ends; empty lines
+ * before the request line count too) and most header fields. */
+#define HTTPD_HEAD_MAX (64 * 1024)
+#define HTTPD_MAX_HEADERS 100
+/* Default of httpd_set_head_timeout. */
+#define HTTPD_HEAD_TIMEOUT_MS 10000
 
 typedef struct httpd httpd_t;
 
@@ -53,6 +82,10 @@ typedef struct httpd_stats {
   long continues;     /* "100 Continue" interim answers sent */
   long aborted;       /* /delay, /drip answers abandoned because the
                        * client hung up (httpd_stop's cancels: not) */
+  long refused;       /* requests answered with an error status (400,
+                       * 408, 413, 414, 431, 501, 505) and closed */
+  long timeouts;      /* connections closed by the head timeout (408
+                       * answered or idle) */
 } httpd_stats_t;
 
 typedef void (*httpd_hook_fn)(void *data);
@@ -68,6 +101,14 @@ const httpd_stats_t *httpd_stats(const httpd_t *h);
  * The allocation-failure sweep uses it to start failing allocations only
  * once the server has done its part. */
 void httpd_set_after_response(httpd_t *h, httpd_hook_fn fn, void *data);
+/* Time limit on reading requests, in ms (default HTTPD_HEAD_TIMEOUT_MS;
+ * < 0: none). A request head must be complete within ms of the server
+ * starting to wait for it (after the previous answer: this is also the
+ * keep-alive idle timeout), and each read of a request body (a piece of
+ * data, a chunk line) must bring something within ms. On expiry the
+ * connection is closed, after a 408 answer if part of a request had
+ * arrived. Applies to heads the server starts waiting for afterwards. */
+void httpd_set_head_timeout(httpd_t *h, int64_t ms);
 /* Stop listening, cancel every connection, wait for them, free h. */
 void httpd_stop(httpd_t *h);
 /* The /bytes pattern: byte i of a /bytes body. */

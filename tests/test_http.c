@@ -1029,6 +1029,673 @@ TASK_TEST(test_httpd_stop_mid_answer) {
   return 0;
 }
 
+/* ---------------------------------------- the servers, by raw requests */
+
+/* The demo site's server (tools/demo/site.c, linked into this test) is
+ * tested here too, as the tests' server is: this file is its only other
+ * client at the byte level. */
+#include "site.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RAW_CAP (256 * 1024)
+
+/* What a server sent on one connection. */
+typedef struct reply {
+  char *data;   /* len bytes, then a NUL */
+  size_t len;
+  int end;      /* UV_EOF: the server closed; UV_ETIMEDOUT: still open */
+  uint64_t ms;  /* until end */
+} reply_t;
+
+static uva_stream_t *raw_connect(int port) {
+  void *v = NULL;
+  ck_assert_int_eq(uva_await(uva_tcp_connect("127.0.0.1", port), &v), 0);
+  return v;
+}
+
+static void raw_send(uva_stream_t *s, const void *p, size_t n) {
+  ck_assert_int_eq(uva_await(uva_stream_write(s, p, n), NULL), 0);
+}
+
+/* Read until the server closes the connection or wait_ms pass. */
+static reply_t raw_read(uva_stream_t *s, int wait_ms) {
+  reply_t r = {.data = malloc(RAW_CAP)};
+  ck_assert_ptr_nonnull(r.data);
+  uint64_t t0 = uva_now(), deadline = t0 + (uint64_t)wait_ms;
+  for (;;) {
+    ck_assert_uint_lt(r.len, RAW_CAP - 1);
+    uint64_t now = uva_now();
+    uva_future_t *rd = uva_stream_read(s, r.data + r.len, RAW_CAP - 1 - r.len);
+    int n = uva_await(uva_wait_for(rd, now >= deadline ? 0 : (int64_t)(deadline - now)), NULL);
+    if (n <= 0) {
+      r.end = n;
+      break;
+    }
+    r.len += (size_t)n;
+  }
+  r.data[r.len] = '\0';
+  r.ms = uva_now() - t0;
+  return r;
+}
+
+/* Send req on a new connection, then read as raw_read. */
+static reply_t raw_exchange(int port, const void *req, size_t len, int wait_ms) {
+  uva_stream_t *s = raw_connect(port);
+  raw_send(s, req, len);
+  reply_t r = raw_read(s, wait_ms);
+  uva_stream_close(s);
+  return r;
+}
+
+#define RAW(port, lit, wait_ms) raw_exchange((port), (lit), sizeof(lit) - 1, (wait_ms))
+
+static void reply_free(reply_t *r) {
+  free(r->data);
+  r->data = NULL;
+}
+
+static bool starts_with(const char *s, const char *head) {
+  return strncmp(s, head, strlen(head)) == 0;
+}
+
+/* Status lines in a reply (bodies here never hold "HTTP/1.1 "). */
+static int responses(const reply_t *r) {
+  int n = 0;
+  for (const char *p = r->data; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++) n++;
+  return n;
+}
+
+/* The one answer of r: status `status`, "Connection: close", and then the
+ * server closed the connection. */
+static void assert_refused(const reply_t *r, int status) {
+  char line[32];
+  snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+  ck_assert_msg(starts_with(r->data, line), "want %d, got: %.200s", status, r->data);
+  ck_assert_int_eq(responses(r), 1);
+  ck_assert_ptr_nonnull(strstr(r->data, "\r\nConnection: close\r\n"));
+  ck_assert_msg(r->end == UV_EOF, "connection not closed: %s", uva_err_name(r->end));
+}
+
+/* Every LF of the head of r (up to the first empty line) ends a CRLF. */
+static bool head_lines_crlf(const reply_t *r) {
+  const char *end = strstr(r->data, "\r\n\r\n");
+  ck_assert_ptr_nonnull(end);
+  for (const char *p = r->data; p < end; p++)
+    if (*p == '\n' && (p == r->data || p[-1] != '\r')) return false;
+  return true;
+}
+
+/* httpd (B8): Content-Length fields that disagree are refused, and the
+ * bytes after the head (a request, here) are never served. Equal ones
+ * (as fields or a list) are one length. */
+TASK_TEST(test_httpd_conflicting_content_length_refused) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  /* the second request is the 29-byte body of the first */
+  static const char r1[] = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 29\r\n"
+                           "Content-Length: 0\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+  static const char r2[] = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                           "Content-Length: 29\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+  static const char r3[] = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 29\r\n"
+                           "\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+  const char *bad[] = {r1, r2, r3};
+  for (int i = 0; i < 3; i++) {
+    reply_t r = raw_exchange(httpd_port(h), bad[i], strlen(bad[i]), 3000);
+    assert_refused(&r, 400);
+    ck_assert_ptr_null(strstr(r.data, "hello"));
+    reply_free(&r);
+  }
+  reply_t r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                 "Content-Length: 5, 5\r\nConnection: close\r\n\r\nhello", 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert(ends_with(r.data, "\r\n\r\nhello"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  ck_assert_int_eq(httpd_stats(h)->refused, 3);
+  ck_assert_int_eq(httpd_stats(h)->requests, 4); /* never the smuggled one */
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): "Content-Length : 38" (a blank before the colon) is 400
+ * (RFC 9112 5.1); the body is not served as a request either. */
+TASK_TEST(test_httpd_blank_before_colon_refused) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  reply_t r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length : 29\r\n\r\n"
+                                 "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", 3000);
+  assert_refused(&r, 400);
+  reply_free(&r);
+  /* nor a blank at the start of a line (an obsolete folded line) */
+  r = RAW(httpd_port(h), "GET /ok HTTP/1.1\r\nHost: x\r\n X-Folded: y\r\n\r\n", 3000);
+  assert_refused(&r, 400);
+  reply_free(&r);
+  ck_assert_int_eq(httpd_stats(h)->requests, 0);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): Transfer-Encoding and Content-Length together: the chunked
+ * framing is used, and the connection closed after the answer (what
+ * follows is not served). */
+TASK_TEST(test_httpd_te_with_content_length_closes) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  reply_t r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                 "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                                 "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert_int_eq(responses(&r), 1);
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nConnection: close\r\n"));
+  ck_assert(ends_with(r.data, "\r\n\r\nhello"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  /* codings other than a final "chunked" */
+  r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n"
+                         "\r\n5\r\nhello\r\n0\r\n\r\n", 3000);
+  assert_refused(&r, 400);
+  reply_free(&r);
+  r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n"
+                         "\r\n5\r\nhello\r\n0\r\n\r\n", 3000);
+  assert_refused(&r, 501);
+  reply_free(&r);
+  ck_assert_int_eq(httpd_stats(h)->requests, 3);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): numbers are digits only: a chunk size with trailing junk,
+ * a sign or "0x", a Content-Length with a sign or inner blanks: 400. */
+TASK_TEST(test_httpd_strict_numbers) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  static const char *const bad[] = {
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5zz\r\nhello\r\n0\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\nhello",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\nhello",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\nhello",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    reply_t r = raw_exchange(httpd_port(h), bad[i], strlen(bad[i]), 3000);
+    assert_refused(&r, 400);
+    reply_free(&r);
+  }
+  /* what is allowed: extensions, blanks around the value, leading zeros */
+  reply_t r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                 "\r\n05;ext=1\r\nhello\r\n0 \r\n\r\n"
+                                 "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:  003 \r\n"
+                                 "Connection: close\r\n\r\nabc", 3000);
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\n\r\nhelloHTTP/1.1 200 "));
+  ck_assert(ends_with(r.data, "\r\n\r\nabc"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): empty lines before a request line are skipped (RFC 9112
+ * 2.2), also between pipelined requests. */
+TASK_TEST(test_httpd_leading_empty_lines_ignored) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  reply_t r = RAW(httpd_port(h), "\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
+                                 "\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                  3000);
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert(ends_with(r.data, "\r\n\r\nhello"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  ck_assert_int_eq(httpd_stats(h)->refused, 0);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): bare-LF line ends are accepted (the head, chunk lines,
+ * trailers) and do not leave the server waiting for a CRLF. */
+TASK_TEST(test_httpd_bare_lf_line_ends) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  reply_t r = RAW(httpd_port(h), "POST /echo HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n\n"
+                                 "5\nhello\n0\nX-Trailer: 1\n\n"
+                                 "GET /ok HTTP/1.1\nHost: x\nConnection: close\n\n", 3000);
+  ck_assert_int_eq(r.end, UV_EOF);
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\n\r\nhelloHTTP/1.1 200 "));
+  ck_assert(ends_with(r.data, "\r\n\r\nhello"));
+  ck_assert_uint_lt(r.ms, 2000);
+  reply_free(&r);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): HTTP/1.0 clients never get a chunked answer (/chunked is
+ * close-delimited for them), are closed after an answer unless they ask
+ * for keep-alive, which is then said back. */
+TASK_TEST(test_httpd_http10) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  reply_t r = RAW(httpd_port(h), "GET /chunked/3 HTTP/1.0\r\n\r\n", 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert_ptr_null(strcasestr(r.data, "Transfer-Encoding"));
+  ck_assert(ends_with(r.data, "\r\n\r\nchunk 0\nchunk 1\nchunk 2\n"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  r = RAW(httpd_port(h), "GET /ok HTTP/1.0\r\n\r\n", 3000);
+  ck_assert(ends_with(r.data, "\r\n\r\nhello"));
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nConnection: close\r\n"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  /* keep-alive: two answers on one connection, then still open */
+  uva_stream_t *s = raw_connect(httpd_port(h));
+  static const char ka[] = "GET /ok HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                           "POST /echo HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n"
+                           "Expect: 100-continue\r\n\r\nhi";
+  raw_send(s, ka, sizeof ka - 1);
+  r = raw_read(s, 300);
+  ck_assert_int_eq(r.end, UV_ETIMEDOUT);
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert(ends_with(r.data, "\r\n\r\nhi"));
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nConnection: keep-alive\r\n"));
+  ck_assert_ptr_null(strstr(r.data, "100 Continue")); /* not to HTTP/1.0 */
+  reply_free(&r);
+  /* and /chunked on it ends it */
+  static const char last[] = "GET /chunked/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+  raw_send(s, last, sizeof last - 1);
+  r = raw_read(s, 3000);
+  ck_assert(ends_with(r.data, "\r\n\r\nchunk 0\n"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  uva_stream_close(s);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): a head over 64 KiB is 431 and the connection closed; so is
+ * one long line without an end. */
+TASK_TEST(test_httpd_head_over_64k_is_431) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  size_t n = 70000;
+  char *req = malloc(n + 10000);
+  ck_assert_ptr_nonnull(req);
+  int len = sprintf(req, "GET /ok HTTP/1.1\r\nHost: x\r\n");
+  for (int i = 0; i < 10; i++) len += sprintf(req + len, "X-H%d: %07000d\r\n", i, 0);
+  len += sprintf(req + len, "\r\n");
+  reply_t r = raw_exchange(httpd_port(h), req, (size_t)len, 3000);
+  assert_refused(&r, 431);
+  reply_free(&r);
+  memset(req, 'a', n);
+  r = raw_exchange(httpd_port(h), req, n, 3000);
+  assert_refused(&r, 431);
+  reply_free(&r);
+  free(req);
+  /* just under the limit is fine */
+  req = malloc(HTTPD_HEAD_MAX);
+  ck_assert_ptr_nonnull(req);
+  len = sprintf(req, "GET /ok HTTP/1.1\r\nConnection: close\r\nX-Pad: ");
+  memset(req + len, 'p', HTTPD_HEAD_MAX - (size_t)len - 4);
+  memcpy(req + HTTPD_HEAD_MAX - 4, "\r\n\r\n", 4);
+  r = raw_exchange(httpd_port(h), req, HTTPD_HEAD_MAX, 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  reply_free(&r);
+  free(req);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B8): what a client sends cannot add header lines to an answer:
+ * a bare LF ends a line (the rest is a header of its own, or refused), a
+ * lone CR or another control character is refused. /echo and
+ * /set-cookie. */
+TASK_TEST(test_httpd_no_header_injection) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  reply_t r = RAW(httpd_port(h), "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\nInjected: 1\r\n"
+                                 "Connection: close\r\n\r\n", 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert(head_lines_crlf(&r));
+  ck_assert_ptr_null(strstr(r.data, "\r\nInjected:"));
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nX-Echo-X-A: a\r\n"));
+  reply_free(&r);
+  r = RAW(httpd_port(h), "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\nno colon here\r\n\r\n", 3000);
+  assert_refused(&r, 400);
+  ck_assert(head_lines_crlf(&r));
+  reply_free(&r);
+  static const char *const bad[] = {
+      "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\rInjected: 1\r\n\r\n",
+      "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\x01\r\n\r\n",
+      "GET /set-cookie/a/b\nInjected: 1 HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /set-cookie/a/b\rInjected:1 HTTP/1.1\r\nHost: x\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    r = raw_exchange(httpd_port(h), bad[i], strlen(bad[i]), 3000);
+    assert_refused(&r, 400);
+    ck_assert(head_lines_crlf(&r));
+    ck_assert_ptr_null(strstr(r.data, "Injected"));
+    reply_free(&r);
+  }
+  r = RAW(httpd_port(h), "GET /set-cookie/a/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+          3000);
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nSet-Cookie: a=b; Path=/\r\n"));
+  reply_free(&r);
+  httpd_stop(h);
+  return 0;
+}
+
+/* httpd (B9): a head that does not complete within the head timeout gets
+ * 408 and the connection closed; an idle connection is closed without an
+ * answer; a body that stops coming too. */
+TASK_TEST(test_httpd_head_timeout) {
+  httpd_t *h;
+  ck_assert_int_eq(httpd_start(&h, 0), 0);
+  httpd_set_head_timeout(h, 200);
+  reply_t r = RAW(httpd_port(h), "GET /ok HTTP/1.1\r\nHost: x\r\n", 5000);
+  assert_refused(&r, 408);
+  ck_assert_uint_ge(r.ms, 150);
+  ck_assert_uint_lt(r.ms, 3000);
+  reply_free(&r);
+  /* no line end at all yet */
+  r = RAW(httpd_port(h), "GET /ok HT", 5000);
+  assert_refused(&r, 408);
+  reply_free(&r);
+  /* idle: nothing sent */
+  uva_stream_t *s = raw_connect(httpd_port(h));
+  r = raw_read(s, 5000);
+  uva_stream_close(s);
+  ck_assert_int_eq(r.end, UV_EOF);
+  ck_assert_uint_eq(r.len, 0);
+  ck_assert_uint_lt(r.ms, 3000);
+  reply_free(&r);
+  /* idle after an answer (keep-alive) */
+  r = RAW(httpd_port(h), "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", 5000);
+  ck_assert_int_eq(r.end, UV_EOF);
+  ck_assert_int_eq(responses(&r), 1);
+  ck_assert(ends_with(r.data, "\r\n\r\nhello"));
+  reply_free(&r);
+  /* a body that stops short */
+  r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", 5000);
+  assert_refused(&r, 408);
+  reply_free(&r);
+  r = RAW(httpd_port(h), "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe",
+          5000);
+  assert_refused(&r, 408);
+  reply_free(&r);
+  ck_assert_int_eq(httpd_stats(h)->timeouts, 4); /* the body ones are not head timeouts */
+  ck_assert(wait_for_value(&httpd_stats(h)->active, 0, 3000));
+  httpd_stop(h);
+  return 0;
+}
+
+/* The demo site, fast: no delays. */
+static site_t *site_quick(int head_timeout_ms) {
+  site_opts_t o = {.pages = 13, .seed = 1, .head_timeout_ms = head_timeout_ms};
+  site_t *s;
+  ck_assert_int_eq(site_start(&s, &o), 0);
+  return s;
+}
+
+/* site (B7): HTTP/1.0 is closed after the answer unless it asks for
+ * keep-alive (said back then); HTTP/1.1 stays open. */
+TASK_TEST(test_site_http10_closes_unless_keep_alive) {
+  site_t *s = site_quick(0);
+  reply_t r = RAW(site_port(s), "GET / HTTP/1.0\r\n\r\n", 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert_int_eq(r.end, UV_EOF);
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nConnection: close\r\n"));
+  ck_assert(ends_with(r.data, "</html>\n"));
+  reply_free(&r);
+  r = RAW(site_port(s), "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                        "HEAD /page/1.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 300);
+  ck_assert_int_eq(r.end, UV_ETIMEDOUT); /* still open */
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert_ptr_nonnull(strstr(r.data, "\r\nConnection: keep-alive\r\n"));
+  reply_free(&r);
+  r = RAW(site_port(s), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 300);
+  ck_assert_int_eq(r.end, UV_ETIMEDOUT);
+  ck_assert_int_eq(responses(&r), 1);
+  ck_assert_ptr_null(strstr(r.data, "\r\nConnection:"));
+  reply_free(&r);
+  ck_assert_int_eq(site_stats(s)->requests, 4);
+  site_stop(s);
+  return 0;
+}
+
+/* site (B7): Connection is a list of tokens: "Connection:close", and
+ * "close" anywhere in the list, close; "closed" is not "close". */
+TASK_TEST(test_site_connection_tokens) {
+  site_t *s = site_quick(0);
+  static const char *const closing[] = {
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection:close\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nConnection: CLOSE \r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\nconnection:\tclose,,\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof closing / sizeof closing[0]; i++) {
+    reply_t r = raw_exchange(site_port(s), closing[i], strlen(closing[i]), 3000);
+    ck_assert_int_eq(responses(&r), 1);
+    ck_assert_msg(r.end == UV_EOF, "%zu: not closed", i);
+    reply_free(&r);
+  }
+  /* "closed" and "X-Connection: close" are not a close: both answered */
+  reply_t r = RAW(site_port(s), "GET / HTTP/1.1\r\nHost: x\r\nX-Info: a\r\nConnection: closed\r\n\r\n"
+                                "GET /page/1.html HTTP/1.1\r\nX-Connection: close\r\n\r\n", 300);
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert_int_eq(r.end, UV_ETIMEDOUT);
+  reply_free(&r);
+  site_stop(s);
+  return 0;
+}
+
+/* site (B7): a request body is read and dropped, never taken for a
+ * request; chunked bodies are refused (501), and so are bodies over
+ * 1 MiB (413). */
+TASK_TEST(test_site_request_body_dropped) {
+  site_t *s = site_quick(0);
+  reply_t r = RAW(site_port(s), "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\n\r\n"
+                                "GET /secret HTTP/1.1\r\nHost: x\r\nX-Pad: 12\r\n\r\n"
+                                "GET /page/1.html HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+  ck_assert_int_eq(responses(&r), 2);
+  ck_assert_ptr_null(strstr(r.data, "404"));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  size_t n;
+  const site_request_t *log = site_log(s, &n);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_str_eq(log[0].path, "/");
+  ck_assert_str_eq(log[1].path, "/page/1.html");
+  r = RAW(site_port(s), "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "2c\r\nGET /secret HTTP/1.1\r\nHost: x\r\nX-Pad: 12\r\n\r\n\r\n0\r\n\r\n", 3000);
+  assert_refused(&r, 501);
+  reply_free(&r);
+  r = RAW(site_port(s), "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\nabc", 3000);
+  assert_refused(&r, 413);
+  reply_free(&r);
+  r = RAW(site_port(s), "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 3000);
+  assert_refused(&r, 400);
+  reply_free(&r);
+  r = RAW(site_port(s), "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", 3000);
+  assert_refused(&r, 400);
+  reply_free(&r);
+  ck_assert_int_eq(site_stats(s)->requests, 2); /* refused ones are not logged */
+  ck_assert_int_eq(site_stats(s)->refused, 4);
+  site_stop(s);
+  return 0;
+}
+
+/* site (B7): a request line without a version, or otherwise malformed,
+ * is 400; a method longer than any buffer is still one method, and a
+ * path over 1023 bytes is 414. */
+TASK_TEST(test_site_request_line) {
+  site_t *s = site_quick(0);
+  static const char *const bad[] = {
+      "GET /\r\n\r\n",          "GET / \r\n\r\n",          "GET\r\n\r\n",
+      "GET / HTTP/1.1 x\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n",  "GET / HTTP/1\r\n\r\n",
+      "GET / FTP/1.1\r\n\r\n",   "G(T / HTTP/1.1\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    reply_t r = raw_exchange(site_port(s), bad[i], strlen(bad[i]), 3000);
+    assert_refused(&r, 400);
+    reply_free(&r);
+  }
+  reply_t r = RAW(site_port(s), "GET / HTTP/2.0\r\n\r\n", 3000);
+  assert_refused(&r, 505);
+  reply_free(&r);
+  /* a method of 26 letters: the old %15s split it into a method and a
+   * path ("PQRSTUVWXYZ") */
+  r = RAW(site_port(s), "ABCDEFGHIJKLMNOPQRSTUVWXYZ /page/2.html HTTP/1.1\r\nConnection: close\r\n\r\n",
+          3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 200 "));
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  size_t n;
+  const site_request_t *log = site_log(s, &n);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(log[0].path, "/page/2.html");
+  char req[1200];
+  int len = snprintf(req, sizeof req, "GET /%01030d HTTP/1.1\r\n\r\n", 0);
+  r = raw_exchange(site_port(s), req, (size_t)len, 3000);
+  assert_refused(&r, 414);
+  reply_free(&r);
+  site_stop(s);
+  return 0;
+}
+
+/* site (B7): a head over 16 KiB is 431 and the connection closed. */
+TASK_TEST(test_site_head_over_16k_is_431) {
+  site_t *s = site_quick(0);
+  char *req = malloc(20000);
+  ck_assert_ptr_nonnull(req);
+  int len = sprintf(req, "GET / HTTP/1.1\r\nHost: x\r\n");
+  for (int i = 0; i < 4; i++) len += sprintf(req + len, "X-H%d: %04500d\r\n", i, 0);
+  len += sprintf(req + len, "\r\n");
+  reply_t r = raw_exchange(site_port(s), req, (size_t)len, 3000);
+  assert_refused(&r, 431);
+  reply_free(&r);
+  memset(req, 'a', 20000); /* no line end at all */
+  r = raw_exchange(site_port(s), req, 20000, 3000);
+  assert_refused(&r, 431);
+  reply_free(&r);
+  free(req);
+  ck_assert_int_eq(site_stats(s)->requests, 0);
+  site_stop(s);
+  return 0;
+}
+
+/* site (B7): the 404 page shows the path HTML-escaped. */
+TASK_TEST(test_site_404_escapes_path) {
+  site_t *s = site_quick(0);
+  reply_t r = RAW(site_port(s), "GET /<script>alert('x&y')</script>\"> HTTP/1.1\r\n"
+                                "Connection: close\r\n\r\n", 3000);
+  ck_assert(starts_with(r.data, "HTTP/1.1 404 "));
+  ck_assert_ptr_null(strstr(r.data, "<script>"));
+  ck_assert_ptr_nonnull(strstr(r.data, "<p>No /&lt;script&gt;alert(&#39;x&amp;y&#39;)"
+                                       "&lt;/script&gt;&quot;&gt; here.</p>"));
+  /* and the Content-Length counts the escaped body */
+  const char *cl = strstr(r.data, "Content-Length: ");
+  const char *body = strstr(r.data, "\r\n\r\n");
+  ck_assert(cl && body);
+  ck_assert_uint_eq(strtoul(cl + 16, NULL, 10), strlen(body + 4));
+  reply_free(&r);
+  site_stop(s);
+  return 0;
+}
+
+/* site (B9): a head not complete within the head timeout gets 408 and the
+ * connection closed; an idle connection is closed. */
+TASK_TEST(test_site_head_timeout) {
+  site_t *s = site_quick(200);
+  reply_t r = RAW(site_port(s), "GET / HTTP/1.1\r\nHost: x\r\n", 5000);
+  assert_refused(&r, 408);
+  ck_assert_uint_ge(r.ms, 150);
+  ck_assert_uint_lt(r.ms, 3000);
+  reply_free(&r);
+  uva_stream_t *c = raw_connect(site_port(s));
+  r = raw_read(c, 5000);
+  uva_stream_close(c);
+  ck_assert_int_eq(r.end, UV_EOF);
+  ck_assert_uint_eq(r.len, 0);
+  reply_free(&r);
+  /* keep-alive idle after an answer */
+  r = RAW(site_port(s), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5000);
+  ck_assert_int_eq(responses(&r), 1);
+  ck_assert_int_eq(r.end, UV_EOF);
+  reply_free(&r);
+  ck_assert_int_eq(site_stats(s)->timeouts, 3);
+  site_stop(s);
+  /* the default is generous: 10 s */
+  s = site_quick(0);
+  r = RAW(site_port(s), "GET / HTTP/1.1\r\nHost: x\r\n", 500);
+  ck_assert_int_eq(r.end, UV_ETIMEDOUT);
+  ck_assert_uint_eq(r.len, 0);
+  reply_free(&r);
+  site_stop(s);
+  return 0;
+}
+
+static int site_stop_task(void *arg) {
+  site_stop(arg);
+  return 0;
+}
+
+/* site_stop cancelled while it waits for the connections: it must still
+ * not free the site before they have ended. A connection stuck in a write
+ * (its client reads nothing, with a tiny receive buffer) outlives the
+ * cancel of uva_server_close's future. */
+TASK_TEST(test_site_stop_cancelled_waits_for_connections) {
+  site_t *s = site_quick(0);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ck_assert_int_ge(fd, 0);
+  int small = 4096;
+  ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)site_port(s))};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0); /* the kernel accepts */
+  /* requests with large answers: 404 pages with 1000 '<' in the path,
+   * each escaped into "&lt;" */
+  char req[1100];
+  int len = sprintf(req, "GET /");
+  memset(req + len, '<', 1000);
+  len += 1000;
+  len += sprintf(req + len, " HTTP/1.1\r\n\r\n");
+  /* send until the server stops reading: stuck in a write */
+  size_t off = 0;
+  long last = -1;
+  int still = 0;
+  for (int i = 0; i < 2000 && still < 20; i++) {
+    ssize_t n;
+    while ((n = send(fd, req + off, (size_t)len - off, MSG_DONTWAIT)) > 0)
+      off = (off + (size_t)n) % (size_t)len;
+    ck_assert(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    ck_assert_int_eq(uva_await(uva_sleep(5), NULL), 0);
+    const site_stats_t *st = site_stats(s);
+    still = st->in_flight == 1 && st->requests == last ? still + 1 : 0;
+    last = st->requests;
+  }
+  ck_assert_msg(still >= 20, "the server never blocked in a write");
+  uva_future_t *t = uva_spawn(site_stop_task, s);
+  ck_assert_ptr_nonnull(t);
+  settle(); /* site_stop awaits the server's close now */
+  ck_assert(!uva_future_is_done(t));
+  uva_cancel(t);
+  ck_assert_int_eq(uva_await(uva_sleep(100), NULL), 0);
+  ck_assert_msg(!uva_future_is_done(t), "site_stop returned with a connection still running");
+  close(fd); /* the write fails: the connection ends, then site_stop */
+  ck_assert_int_eq(uva_await(uva_wait_for(t, 5000), NULL), 0);
+  return 0;
+}
+
 static Suite *http_suite(void) {
   Suite *s = suite_create("http");
   TCase *tc = tcase_create("client");
@@ -1079,7 +1746,27 @@ static Suite *http_suite(void) {
   TCase *srv = tcase_create("httpd");
   tcase_add_test(srv, test_httpd_chunked_request_body);
   tcase_add_test(srv, test_httpd_stop_mid_answer);
+  tcase_add_test(srv, test_httpd_conflicting_content_length_refused);
+  tcase_add_test(srv, test_httpd_blank_before_colon_refused);
+  tcase_add_test(srv, test_httpd_te_with_content_length_closes);
+  tcase_add_test(srv, test_httpd_strict_numbers);
+  tcase_add_test(srv, test_httpd_leading_empty_lines_ignored);
+  tcase_add_test(srv, test_httpd_bare_lf_line_ends);
+  tcase_add_test(srv, test_httpd_http10);
+  tcase_add_test(srv, test_httpd_head_over_64k_is_431);
+  tcase_add_test(srv, test_httpd_no_header_injection);
+  tcase_add_test(srv, test_httpd_head_timeout);
   suite_add_tcase(s, srv);
+  TCase *site = tcase_create("site");
+  tcase_add_test(site, test_site_http10_closes_unless_keep_alive);
+  tcase_add_test(site, test_site_connection_tokens);
+  tcase_add_test(site, test_site_request_body_dropped);
+  tcase_add_test(site, test_site_request_line);
+  tcase_add_test(site, test_site_head_over_16k_is_431);
+  tcase_add_test(site, test_site_404_escapes_path);
+  tcase_add_test(site, test_site_head_timeout);
+  tcase_add_test(site, test_site_stop_cancelled_waits_for_connections);
+  suite_add_tcase(s, site);
   return s;
 }
 

@@ -10,7 +10,9 @@
  *
  * Checks that every run fetched the same pages (its output lines, sorted),
  * as many as the site's link structure says, and that --concurrency 1 never
- * had more than one request in flight; exits 1 otherwise.
+ * had more than one request in flight; exits 1 otherwise. Ctrl-C stops the
+ * crawler running (SIGTERM, then SIGKILL if it lingers) and the site, and
+ * exits 130.
  *
  * usage: demo [--crawler PATH] [--pages N] [--quick]
  *   --crawler PATH  the crawler program (default: the one built with this)
@@ -18,6 +20,7 @@
  *                   time)
  *   --quick         a small, fast site (13 pages, 10-30 ms), for CI
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +38,8 @@ static site_opts_t opts = {.pages = 36, .min_delay_ms = 100, .max_delay_ms = 300
 typedef struct run {
   const char *mode;
   int concurrency;
-  int exit_code;
+  int exit_code;   /* the crawler's exit status (128 + N: ended by signal
+                    * N); -1 if it did not run to its end on its own */
   double secs;
   long max_in_flight;
   char *out, *err; /* the crawler's stdout and stderr */
@@ -72,7 +76,22 @@ static int by_string(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Crawl the site with `concurrency` requests at most, as a subprocess. */
+/* Stop the crawler now rather than wait for it to finish: SIGTERM, then
+ * SIGKILL if it is still there after a second. Waits for it to end. */
+static void stop_crawler(uva_process_t *p) {
+  uva_process_kill(p, SIGTERM);
+  int st = uva_await(uva_wait_for(uva_process_wait(p), 1000), NULL);
+  if (st == UV_ETIMEDOUT || st == UV_ECANCELED || st == UV_ENOMEM) {
+    uva_process_kill(p, SIGKILL);
+    uva_await(uva_process_wait(p), NULL);
+  }
+}
+
+/* Crawl the site with `concurrency` requests at most, as a subprocess.
+ * Returns 0 once the crawler has exited (r->exit_code says how) and its
+ * output is split, or a negative error: the crawler could not start,
+ * its output could not be read, or the task was cancelled (UV_ECANCELED:
+ * Ctrl-C); a crawler still running then is stopped. */
 static int crawl(site_t *site, int depth, run_t *r) {
   char url[64], depth_s[16], conc_s[16];
   snprintf(url, sizeof url, "%s", site_url(site, "/"));
@@ -82,6 +101,7 @@ static int crawl(site_t *site, int depth, run_t *r) {
   uva_process_opts_t po = {.file = crawler, .args = args,
                            .stdio = {UVA_STDIO_IGNORE, UVA_STDIO_PIPE, UVA_STDIO_PIPE}};
   uva_process_t *p;
+  r->exit_code = -1;
   site_reset_stats(site);
   uint64_t t0 = uv_hrtime();
   int rc = uva_process_spawn(&p, &po);
@@ -93,7 +113,12 @@ static int crawl(site_t *site, int depth, run_t *r) {
   /* the summary on stderr is short: reading stdout first cannot block it */
   if ((rc = read_all(uva_process_stdio(p, 1), &r->out)) == 0)
     rc = read_all(uva_process_stdio(p, 2), &r->err);
-  r->exit_code = uva_await(uva_process_wait(p), NULL);
+  if (rc == 0) { /* both pipes at their end: the crawler is (about) done */
+    int st = uva_await(uva_process_wait(p), NULL);
+    if (st >= 0) r->exit_code = st;
+    else rc = st; /* cancelled while waiting */
+  }
+  if (rc < 0) stop_crawler(p); /* interrupted: do not wait for it to finish */
   r->secs = (double)(uv_hrtime() - t0) / 1e9;
   r->max_in_flight = site_stats(site)->max_in_flight;
   uva_process_free(p);
@@ -121,7 +146,7 @@ static int demo(void *arg) {
                   {.mode = "concurrent", .concurrency = 64}};
   size_t nruns = sizeof runs / sizeof runs[0];
   site_t *site;
-  int rc = site_start(&site, &opts), ok = 1;
+  int rc = site_start(&site, &opts), ok = 1, interrupted = 0;
   if (rc < 0) {
     fprintf(stderr, "demo: site: %s\n", uva_strerror(rc));
     return 1;
@@ -139,8 +164,18 @@ static int demo(void *arg) {
     snprintf(mode, sizeof mode, "%s (-c %d)", r->mode, r->concurrency);
     printf("%-28s ", mode);
     fflush(stdout);
-    if (crawl(site, depth, r) < 0 || r->exit_code != 0) {
-      printf("failed (exit %d)\n%s", r->exit_code, r->err ? r->err : "");
+    rc = crawl(site, depth, r);
+    if (rc == UV_ECANCELED) {
+      printf("interrupted: crawler stopped\n");
+      interrupted = 1;
+      ok = 0;
+      break;
+    }
+    if (rc < 0 || r->exit_code != 0) {
+      if (r->exit_code > 0) printf("failed: the crawler exited with status %d\n", r->exit_code);
+      else if (r->exit_code == 0) printf("failed after the crawl: %s\n", uva_strerror(rc));
+      else printf("failed: %s\n", uva_strerror(rc)); /* it did not start, or its output broke */
+      if (r->err) printf("%s", r->err);
       ok = 0;
       break;
     }
@@ -165,7 +200,7 @@ static int demo(void *arg) {
            runs[0].n);
   for (size_t i = 0; i < nruns; i++) free(runs[i].out), free(runs[i].err), free(runs[i].lines);
   site_stop(site);
-  return ok ? 0 : 1;
+  return interrupted ? 130 : ok ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -182,5 +217,6 @@ int main(int argc, char **argv) {
     }
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
-  return uva_run(demo, NULL) == 0 ? 0 : 1;
+  int rc = uva_run(demo, NULL);
+  return rc == 0 ? 0 : rc == 130 || rc == UV_ECANCELED ? 130 : 1;
 }

@@ -59,8 +59,23 @@
  * plus one extra request per /go/ redirect crossed (pages 5, 17, 29 ...).
  *
  * Other paths: "/page/0.html", pages >= P, resources of pages that have
- * none, /secret/... and anything else are 404 (text/html). GET and HEAD
- * are answered, any method in fact; request bodies are not expected. */
+ * none, /secret/... and anything else are 404 (text/html; the path is
+ * HTML-escaped in it). GET and HEAD are answered, any method in fact.
+ *
+ * HTTP/1.1 and 1.0 (RFC 9112): lines end in CRLF or a bare LF; empty lines
+ * before the request line are skipped; a connection is closed after an
+ * answer when the request's Connection list (comma-separated tokens) has
+ * "close", or for HTTP/1.0 unless it has "keep-alive" (then echoed back).
+ * Request bodies are not expected: a Content-Length body (digits only; a
+ * repeated Content-Length must agree) of up to 1 MiB is read and dropped.
+ * Refused, with an answer and the connection closed (after a half-close
+ * and a short drain of what the client still sends): 400 (malformed: no
+ * version, a header name that is not a token ("Name : v"), a control
+ * character, a bad Content-Length), 408 (head timeout, when part of a
+ * request had arrived; an idle connection is just closed), 413 (body over
+ * 1 MiB), 414 (target over 1023 bytes), 431 (head over 16 KiB), 501 (any
+ * Transfer-Encoding: chunked request bodies are not read), 505 (HTTP/2+).
+ * Refused requests are not logged (site_log) nor counted in `requests`. */
 #ifndef UVA_DEMO_SITE_H
 #define UVA_DEMO_SITE_H
 
@@ -77,6 +92,12 @@ typedef struct site_opts {
   uint32_t seed;     /* picks the delays (with the path) */
   int broken_page;   /* > 0: requests for this page get the connection
                       * closed without an answer (a crawl error) */
+  int head_timeout_ms; /* a request head must be complete within this of
+                        * the server starting to wait for it (also the
+                        * keep-alive idle time), and each read of a body
+                        * bring data within it; else the connection is
+                        * closed (408 if part of a request came).
+                        * 0: 10000; < 0: none */
 } site_opts_t;
 
 /* 40 pages, 100-300 ms. */
@@ -91,6 +112,9 @@ typedef struct site_stats {
   long not_found;      /* 404 answers */
   long in_flight;      /* requests received and not answered yet */
   long max_in_flight;  /* the most at once */
+  long refused;        /* requests refused (400, 408, 413, 414, 431, 501,
+                        * 505: see above) */
+  long timeouts;       /* connections closed by the head timeout */
 } site_stats_t;
 
 /* One received request: the path asked for and when it arrived. */
