@@ -270,8 +270,10 @@ TASK_TEST(test_net_cancelled_reads_lose_nothing) {
 enum { BIG = 8 << 20 };
 
 static int slow_sink(uva_stream_t *c, void *arg) {
-  (void)arg;
-  uva_await(uva_sleep(100), NULL); /* nobody reads: the writer must wait */
+  /* nobody reads until the test has seen the writer wait (an event, not a
+   * sleep: under ASan and a loaded CI the client can be slower than any
+   * fixed delay) */
+  uva_await(uva_event_wait(arg), NULL);
   static char buf[65536];
   size_t total = 0;
   unsigned sum = 0;
@@ -290,7 +292,8 @@ static int slow_sink(uva_stream_t *c, void *arg) {
 
 TASK_TEST(test_net_large_write_to_slow_reader) {
   uva_server_t *srv;
-  ck_assert_int_eq(uva_tcp_listen(&srv, "127.0.0.1", 0, 0, slow_sink, NULL), 0);
+  uva_event_t *go = uva_event_new();
+  ck_assert_int_eq(uva_tcp_listen(&srv, "127.0.0.1", 0, 0, slow_sink, go), 0);
   int rc;
   uva_stream_t *s = connect_tcp(uva_server_port(srv), &rc);
   char *big = malloc(BIG);
@@ -303,6 +306,7 @@ TASK_TEST(test_net_large_write_to_slow_reader) {
   uva_await(uva_sleep(50), NULL);
   ck_assert(!uva_future_is_done(w)); /* the peer does not read yet */
   ck_assert_uint_gt(uva_stream_write_queue_size(s), 0);
+  uva_event_set(go);
   ck_assert_int_eq(uva_await(w, NULL), 0);
   ck_assert_int_eq(uva_await(uva_stream_shutdown(s), NULL), 0); /* peer sees EOF */
   void *v;
@@ -314,6 +318,7 @@ TASK_TEST(test_net_large_write_to_slow_reader) {
   free(big);
   uva_stream_close(s);
   ck_assert_int_eq(uva_await(uva_server_close(srv, 0), NULL), 0);
+  uva_event_free(go);
   return 0;
 }
 
