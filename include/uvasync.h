@@ -258,9 +258,10 @@ void uva_dump_tasks(uva_loop_t *loop, void *stream);
 
 /* ------------------------------------------------------------------ time */
 
-/* A future done after ms milliseconds of loop time, counted from the
- * call (the loop's clock is refreshed first, so a sleep never ends early
- * because the loop was busy; it may end later). Costs no uv_timer_t:
+/* A future done after ms milliseconds of loop time. Loop time is read
+ * when the loop starts running ready tasks and has 1 ms granularity, so a
+ * sleep lasts at least ms - 1 ms from the call (more if the loop is busy).
+ * Costs no uv_timer_t:
  * every sleep of a loop shares one deadline heap behind one libuv timer.
  * uva_sleep(0) completes on the next loop turn, after I/O has been polled.
  * NULL on ENOMEM / no loop. */

@@ -89,10 +89,6 @@ typedef struct uva__timer {
 } uva__timer_t;
 
 int uva__timer_start(uva_loop_t *loop, uva__timer_t *t, uint64_t deadline);
-/* Now, for a new deadline: the loop's cached time can be a whole turn
- * stale (uv_now), which made sleeps end early; refresh it first, as
- * asyncio reads its monotonic clock for every call_later. */
-uint64_t uva__fresh_now(uva_loop_t *loop);
 void uva__timer_stop(uva_loop_t *loop, uva__timer_t *t);
 static inline bool uva__timer_armed(const uva__timer_t *t) {
   return t->index != SIZE_MAX;

@@ -60,6 +60,11 @@ void uva__ready_splice(uva_loop_t *loop, uva__cbq_t *q) {
 
 void uva__drain(uva_loop_t *loop) {
   loop->in_drain = true;
+  /* Deadlines made by the tasks below count from now, not from before this
+   * turn's I/O callbacks (uv_now was read when the poll returned, and a
+   * busy turn made sleeps end early). Once per drain, so that deadlines
+   * made together still share their base. */
+  uv_update_time(loop->uv);
   /* Last turn's yields first, then nodes parked for this turn. */
   uva__yields_run(loop);
   if (loop->next.head) {

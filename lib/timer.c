@@ -139,7 +139,7 @@ uva_future_t *uva_sleep(uint64_t ms) {
   } else {
     uva__small_future_t *s = (uva__small_future_t *)f;
     s->timer.fire = sleep_fire;
-    if (uva__timer_start(loop, &s->timer, uva__fresh_now(loop) + ms) != 0) {
+    if (uva__timer_start(loop, &s->timer, uv_now(loop->uv) + ms) != 0) {
       uva_release(f);
       return NULL;
     }
@@ -165,11 +165,6 @@ void uva__yields_run(uva_loop_t *loop) {
 }
 
 int uva_yield(void) { return uva_await(uva_sleep(0), NULL); }
-
-uint64_t uva__fresh_now(uva_loop_t *loop) {
-  uv_update_time(loop->uv);
-  return uv_now(loop->uv);
-}
 
 uint64_t uva_now(void) {
   uva_loop_t *loop = uva__loop();
