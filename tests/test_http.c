@@ -1129,7 +1129,7 @@ static bool head_lines_crlf(const reply_t *r) {
   return true;
 }
 
-/* httpd (B8): Content-Length fields that disagree are refused, and the
+/* httpd: Content-Length fields that disagree are refused, and the
  * bytes after the head (a request, here) are never served. Equal ones
  * (as fields or a list) are one length. */
 TASK_TEST(test_httpd_conflicting_content_length_refused) {
@@ -1161,7 +1161,7 @@ TASK_TEST(test_httpd_conflicting_content_length_refused) {
   return 0;
 }
 
-/* httpd (B8): "Content-Length : 38" (a blank before the colon) is 400
+/* httpd: "Content-Length : 38" (a blank before the colon) is 400
  * (RFC 9112 5.1); the body is not served as a request either. */
 TASK_TEST(test_httpd_blank_before_colon_refused) {
   httpd_t *h;
@@ -1179,7 +1179,7 @@ TASK_TEST(test_httpd_blank_before_colon_refused) {
   return 0;
 }
 
-/* httpd (B8): Transfer-Encoding and Content-Length together: the chunked
+/* httpd: Transfer-Encoding and Content-Length together: the chunked
  * framing is used, and the connection closed after the answer (what
  * follows is not served). */
 TASK_TEST(test_httpd_te_with_content_length_closes) {
@@ -1208,7 +1208,7 @@ TASK_TEST(test_httpd_te_with_content_length_closes) {
   return 0;
 }
 
-/* httpd (B8): numbers are digits only: a chunk size with trailing junk,
+/* httpd: numbers are digits only: a chunk size with trailing junk,
  * a sign or "0x", a Content-Length with a sign or inner blanks: 400. */
 TASK_TEST(test_httpd_strict_numbers) {
   httpd_t *h;
@@ -1244,7 +1244,7 @@ TASK_TEST(test_httpd_strict_numbers) {
   return 0;
 }
 
-/* httpd (B8): empty lines before a request line are skipped (RFC 9112
+/* httpd: empty lines before a request line are skipped (RFC 9112
  * 2.2), also between pipelined requests. */
 TASK_TEST(test_httpd_leading_empty_lines_ignored) {
   httpd_t *h;
@@ -1262,7 +1262,7 @@ TASK_TEST(test_httpd_leading_empty_lines_ignored) {
   return 0;
 }
 
-/* httpd (B8): bare-LF line ends are accepted (the head, chunk lines,
+/* httpd: bare-LF line ends are accepted (the head, chunk lines,
  * trailers) and do not leave the server waiting for a CRLF. */
 TASK_TEST(test_httpd_bare_lf_line_ends) {
   httpd_t *h;
@@ -1280,7 +1280,7 @@ TASK_TEST(test_httpd_bare_lf_line_ends) {
   return 0;
 }
 
-/* httpd (B8): HTTP/1.0 clients never get a chunked answer (/chunked is
+/* httpd: HTTP/1.0 clients never get a chunked answer (/chunked is
  * close-delimited for them), are closed after an answer unless they ask
  * for keep-alive, which is then said back. */
 TASK_TEST(test_httpd_http10) {
@@ -1322,7 +1322,7 @@ TASK_TEST(test_httpd_http10) {
   return 0;
 }
 
-/* httpd (B8): a head over 64 KiB is 431 and the connection closed; so is
+/* httpd: a head over 64 KiB is 431 and the connection closed; so is
  * one long line without an end. */
 TASK_TEST(test_httpd_head_over_64k_is_431) {
   httpd_t *h;
@@ -1355,7 +1355,7 @@ TASK_TEST(test_httpd_head_over_64k_is_431) {
   return 0;
 }
 
-/* httpd (B8): what a client sends cannot add header lines to an answer:
+/* httpd: what a client sends cannot add header lines to an answer:
  * a bare LF ends a line (the rest is a header of its own, or refused), a
  * lone CR or another control character is refused. /echo and
  * /set-cookie. */
@@ -1394,7 +1394,7 @@ TASK_TEST(test_httpd_no_header_injection) {
   return 0;
 }
 
-/* httpd (B9): a head that does not complete within the head timeout gets
+/* httpd: a head that does not complete within the head timeout gets
  * 408 and the connection closed; an idle connection is closed without an
  * answer; a body that stops coming too. */
 TASK_TEST(test_httpd_head_timeout) {
@@ -1446,7 +1446,7 @@ static site_t *site_quick(int head_timeout_ms) {
   return s;
 }
 
-/* site (B7): HTTP/1.0 is closed after the answer unless it asks for
+/* site: HTTP/1.0 is closed after the answer unless it asks for
  * keep-alive (said back then); HTTP/1.1 stays open. */
 TASK_TEST(test_site_http10_closes_unless_keep_alive) {
   site_t *s = site_quick(0);
@@ -1472,7 +1472,7 @@ TASK_TEST(test_site_http10_closes_unless_keep_alive) {
   return 0;
 }
 
-/* site (B7): Connection is a list of tokens: "Connection:close", and
+/* site: Connection is a list of tokens: "Connection:close", and
  * "close" anywhere in the list, close; "closed" is not "close". */
 TASK_TEST(test_site_connection_tokens) {
   site_t *s = site_quick(0);
@@ -1498,7 +1498,7 @@ TASK_TEST(test_site_connection_tokens) {
   return 0;
 }
 
-/* site (B7): a request body is read and dropped, never taken for a
+/* site: a request body is read and dropped, never taken for a
  * request; chunked bodies are refused (501), and so are bodies over
  * 1 MiB (413). */
 TASK_TEST(test_site_request_body_dropped) {
@@ -1534,7 +1534,7 @@ TASK_TEST(test_site_request_body_dropped) {
   return 0;
 }
 
-/* site (B7): a request line without a version, or otherwise malformed,
+/* site: a request line without a version, or otherwise malformed,
  * is 400; a method longer than any buffer is still one method, and a
  * path over 1023 bytes is 414. */
 TASK_TEST(test_site_request_line) {
@@ -1572,7 +1572,7 @@ TASK_TEST(test_site_request_line) {
   return 0;
 }
 
-/* site (B7): a head over 16 KiB is 431 and the connection closed. */
+/* site: a head over 16 KiB is 431 and the connection closed. */
 TASK_TEST(test_site_head_over_16k_is_431) {
   site_t *s = site_quick(0);
   char *req = malloc(20000);
@@ -1593,7 +1593,7 @@ TASK_TEST(test_site_head_over_16k_is_431) {
   return 0;
 }
 
-/* site (B7): the 404 page shows the path HTML-escaped. */
+/* site: the 404 page shows the path HTML-escaped. */
 TASK_TEST(test_site_404_escapes_path) {
   site_t *s = site_quick(0);
   reply_t r = RAW(site_port(s), "GET /<script>alert('x&y')</script>\"> HTTP/1.1\r\n"
@@ -1612,7 +1612,7 @@ TASK_TEST(test_site_404_escapes_path) {
   return 0;
 }
 
-/* site (B9): a head not complete within the head timeout gets 408 and the
+/* site: a head not complete within the head timeout gets 408 and the
  * connection closed; an idle connection is closed. */
 TASK_TEST(test_site_head_timeout) {
   site_t *s = site_quick(200);
