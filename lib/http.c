@@ -396,14 +396,18 @@ static size_t take(uva_http_stream_t *s, void *buf, size_t len) {
   return n;
 }
 
-/* Complete the pending read if there is something to give it. */
-static void stream_serve(uva_http_stream_t *s) {
+/* Complete the pending read with status and forget it. */
+static void reader_done(uva_http_stream_t *s, int status) {
   uva_future_t *f = s->reader;
-  if (f == NULL || (s->len == 0 && s->end == 0)) return;
   s->reader = NULL;
   ((uva__small_future_t *)f)->owner = NULL;
-  int st = s->len ? (int)take(s, s->rbuf, s->rlen) : s->end;
-  uva__future_complete(f, st, NULL, NULL);
+  uva__future_complete(f, status, NULL, NULL);
+}
+
+/* Complete the pending read if there is something to give it. */
+static void stream_serve(uva_http_stream_t *s) {
+  if (s->reader == NULL || (s->len == 0 && s->end == 0)) return;
+  reader_done(s, s->len ? (int)take(s, s->rbuf, s->rlen) : s->end);
 }
 
 /* Resume a transfer paused for back-pressure once there is room. */
@@ -437,16 +441,21 @@ static int stream_open(http_req_t *q) {
   return 0;
 }
 
+/* q loses its open future before a head came: take it from curl and drop
+ * the open future's reference (and the client's). */
+static void open_drop(http_req_t *q) {
+  q->open = NULL;
+  q->user_err = NULL;
+  if (req_detach(q)) uva_release(&q->base);
+  uva_release(&q->base); /* the open future's */
+}
+
 /* The transfer ends before a head: fail the open future, drop q. */
 static void open_fail(http_req_t *q, int status) {
   uva_future_t *f = q->open;
-  q->open = NULL;
   ((uva__small_future_t *)f)->owner = NULL;
-  q->user_err = NULL;
-  bool held = req_detach(q);
+  open_drop(q);
   uva__future_complete(f, status, NULL, NULL);
-  if (held) uva_release(&q->base);
-  uva_release(&q->base); /* the open future's */
 }
 
 /* The transfer of a streaming request ended with status (0: complete). */
@@ -474,20 +483,14 @@ static int open_cancel(uva_future_t *f) {
 
 static void open_destroy(uva_future_t *f) {
   http_req_t *q = ((uva__small_future_t *)f)->owner;
-  if (q == NULL) return; /* done: its value (the stream) was handled */
-  q->open = NULL;
-  if (req_detach(q)) uva_release(&q->base);
-  uva_release(&q->base);
+  if (q) open_drop(q); /* NULL once done: its value (the stream) was handled */
 }
 
 static const uva__fops_t open_fops = {"http_stream_open", open_cancel, open_destroy,
                                       sizeof(uva__small_future_t)};
 
 static int read_cancel(uva_future_t *f) {
-  uva_http_stream_t *s = ((uva__small_future_t *)f)->owner;
-  s->reader = NULL;
-  ((uva__small_future_t *)f)->owner = NULL;
-  uva__future_complete(f, UV_ECANCELED, NULL, NULL);
+  reader_done(((uva__small_future_t *)f)->owner, UV_ECANCELED);
   return 1;
 }
 
@@ -534,12 +537,7 @@ uva_future_t *uva_http_stream_read(uva_http_stream_t *s, void *buf, size_t len) 
 
 void uva_http_stream_close(uva_http_stream_t *s) {
   if (s == NULL) return;
-  uva_future_t *f = s->reader;
-  if (f) {
-    s->reader = NULL;
-    ((uva__small_future_t *)f)->owner = NULL;
-    uva__future_complete(f, UV_ECANCELED, NULL, NULL);
-  }
+  if (s->reader) reader_done(s, UV_ECANCELED);
   http_req_t *q = s->q;
   if (q) {
     q->stream = NULL;
@@ -636,18 +634,21 @@ static int on_seek(void *ud, curl_off_t offset, int origin) {
 
 /* ------------------------------------------------------ curl callbacks */
 
+/* The length the response announced, on its first chunk (-1 otherwise,
+ * or when it announced none). */
+static curl_off_t first_chunk_length(http_req_t *q) {
+  curl_off_t cl = -1;
+  if (q->body_len == 0) curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+  return cl;
+}
+
 /* max_body, checked on the final response's body only: curl's
  * MAXFILESIZE would also judge the Content-Length of a HEAD answer or of a
- * redirect it follows. The first chunk checks the announced length, so an
- * oversized body fails before it is downloaded. */
-static bool too_big(http_req_t *q, size_t n) {
-  if (q->max_body == 0) return false;
-  curl_off_t cl = -1;
-  if (q->body_len == 0 &&
-      curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
-      cl > 0 && (uint64_t)cl > q->max_body)
+ * redirect it follows. The announced length (cl, from the first chunk) is
+ * checked too, so an oversized body fails before it is downloaded. */
+static bool too_big(http_req_t *q, size_t n, curl_off_t cl) {
+  if (q->max_body && ((cl > 0 && (uint64_t)cl > q->max_body) || q->body_len + n > q->max_body))
     q->too_big = true;
-  if (q->body_len + n > q->max_body) q->too_big = true;
   return q->too_big;
 }
 
@@ -672,7 +673,7 @@ static size_t on_stream_body(http_req_t *q, const char *ptr, size_t n) {
   }
   uva_http_stream_t *s = q->stream;
   if (s == NULL) return n;
-  if (too_big(q, n)) return CURL_WRITEFUNC_ERROR;
+  if (too_big(q, n, first_chunk_length(q))) return CURL_WRITEFUNC_ERROR;
   if (s->len >= q->client->stream_buffer) { /* the reader is behind */
     s->paused = true;
     return CURL_WRITEFUNC_PAUSE;
@@ -696,15 +697,13 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   http_req_t *q = ud;
   size_t n = size * nmemb;
   if (q->streaming) return on_stream_body(q, ptr, n);
-  if (too_big(q, n)) return CURL_WRITEFUNC_ERROR;
+  curl_off_t cl = first_chunk_length(q);
+  if (too_big(q, n, cl)) return CURL_WRITEFUNC_ERROR;
   size_t need = q->body_len + n + 1;
-  curl_off_t cl = -1;
-  /* A response's first chunk: if its length is announced, size the buffer
-   * for all of it at once instead of a chain of reallocs copying it over. */
-  if (q->body_len == 0 &&
-      curl_easy_getinfo(q->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
-      cl > 0 && (q->max_body == 0 || (size_t)cl <= q->max_body) && (size_t)cl + 1 > need)
-    need = (size_t)cl + 1;
+  /* A response's first chunk: if its length is announced (and within
+   * max_body, or too_big said no), size the buffer for all of it at once
+   * instead of a chain of reallocs copying it over. */
+  if (cl > 0 && (size_t)cl + 1 > need) need = (size_t)cl + 1;
   if (q->body == NULL) q->body = pool_get(q->client->pool, need, &q->body_cap);
   if (!grow(&q->body, &q->body_cap, need, 4096)) {
     q->oom = true;
