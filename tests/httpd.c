@@ -4,8 +4,8 @@
  * the client closes, asks for "Connection: close" (or speaks HTTP/1.0
  * without keep-alive), a route closes on purpose, a request is refused
  * (an error status, then a lingering close), the head timeout passes, or
- * httpd_stop cancels it. The head is read line by line (read_until LF),
- * each read under one deadline for the whole head.
+ * httpd_stop cancels it. The head is read by http1_read_head (the demo
+ * site's reader, tools/demo/http1.h), the whole head before it is judged.
  *
  * Every buffer the server makes is plain malloc, not the library's
  * allocator: the tests count library allocations and inject failures into
@@ -13,6 +13,8 @@
  * memory. Every path out of a connection, cancellation included, goes
  * through conn_main's cleanup. */
 #include "httpd.h"
+
+#include "http1.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -28,9 +30,6 @@
 /* A multiple of 26: any slice starting at a multiple of 26 is the
  * pattern from there. */
 #define PATTERN_LEN (26 * 2520)
-/* Draining a connection before closing it (see linger). */
-#define LINGER_MS 2000
-#define LINGER_MAX ((size_t)1 << 20)
 
 struct httpd {
   uva_server_t *srv;
@@ -157,19 +156,9 @@ static int gzip_build(httpd_t *h) {
 
 /* ----------------------------------------------------------- requests */
 
-typedef struct header {
-  const char *name, *value;
-} header_t;
-
 typedef struct req {
-  buf_t head;          /* the head's lines without their line ends, each
-                        * NUL-terminated; split in place once complete */
-  size_t head_bytes;   /* bytes of head read, line ends included */
-  const char *method, *target;
-  int version;         /* 10 or 11 (HTTP/1.x, x >= 1); 0 until parsed */
+  http1_head_t head;   /* method, target, version, fields (http1.h) */
   char path[1024];     /* target without its query string */
-  header_t hdr[HTTPD_MAX_HEADERS];
-  size_t nhdr;
   buf_t body;
   bool head_only;      /* HEAD: the head of the answer, never its body */
 } req_t;
@@ -179,7 +168,7 @@ typedef struct conn {
   uva_stream_t *s;
   req_t rq;
   bool close;          /* after this answer, close the connection */
-  bool linger;         /* ...after a half-close and a drain (see linger) */
+  bool linger;         /* ...after a half-close and a drain (see http1_linger) */
 } conn_t;
 
 /* A positive return of the reading functions below is an HTTP status to
@@ -187,80 +176,13 @@ typedef struct conn {
  * close it without an answer (the client left, httpd_stop...). */
 
 static void req_clear(req_t *rq) {
-  buf_free(&rq->head);
+  http1_head_free(&rq->head);
   buf_free(&rq->body);
   *rq = (req_t){0};
 }
 
-static const char *req_header(const req_t *rq, const char *name) {
-  for (size_t i = 0; i < rq->nhdr; i++)
-    if (strcasecmp(rq->hdr[i].name, name) == 0) return rq->hdr[i].value;
-  return NULL;
-}
-
 static int put(conn_t *k, const void *p, size_t n) {
   return n ? uva_await(uva_stream_write(k->s, p, n), NULL) : 0;
-}
-
-static bool is_blank(char c) { return c == ' ' || c == '\t'; }
-
-static char *trim(char *s) {
-  while (is_blank(*s)) s++;
-  size_t n = strlen(s);
-  while (n && is_blank(s[n - 1])) s[--n] = '\0';
-  return s;
-}
-
-/* RFC 9110 5.6.2: tchar. */
-static bool is_tchar(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-static bool is_token(const char *s) {
-  if (*s == '\0') return false;
-  for (; *s; s++)
-    if (!is_tchar((unsigned char)*s)) return false;
-  return true;
-}
-
-/* A control character other than HTAB (NUL, a lone CR, DEL...). */
-static bool has_ctl(const char *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return true;
-  }
-  return false;
-}
-
-/* Whether some element of the comma-separated lists in the headers
- * called name is token (case-insensitive). */
-static bool list_has(const req_t *rq, const char *name, const char *token) {
-  size_t tl = strlen(token);
-  for (size_t i = 0; i < rq->nhdr; i++) {
-    if (strcasecmp(rq->hdr[i].name, name) != 0) continue;
-    for (const char *p = rq->hdr[i].value; *p;) {
-      while (is_blank(*p) || *p == ',') p++;
-      size_t n = strcspn(p, ",");
-      size_t m = n;
-      while (m && is_blank(p[m - 1])) m--;
-      if (m == tl && strncasecmp(p, token, tl) == 0) return true;
-      p += n;
-    }
-  }
-  return false;
-}
-
-/* Loop time at which ms from now ends; UINT64_MAX for ms < 0 (never). */
-static uint64_t deadline_in(int64_t ms) {
-  return ms < 0 ? UINT64_MAX : uva_now() + (uint64_t)ms;
-}
-
-/* Await f, but no later than deadline (then UV_ETIMEDOUT, f cancelled). */
-static int await_until(uva_future_t *f, uint64_t deadline, void **out) {
-  if (deadline == UINT64_MAX) return uva_await(f, out);
-  uint64_t now = uva_now();
-  return uva_await(uva_wait_for(f, now >= deadline ? 0 : (int64_t)(deadline - now)), out);
 }
 
 /* Read one line, LF-terminated, of at most limit bytes (its end
@@ -269,7 +191,7 @@ static int await_until(uva_future_t *f, uint64_t deadline, void **out) {
 static int read_line_by(conn_t *k, size_t limit, uint64_t deadline, uva_bytes_t **out,
                         size_t *raw) {
   void *v = NULL;
-  int rc = await_until(uva_stream_read_until(k->s, "\n", 1, limit), deadline, &v);
+  int rc = http1_await_until(uva_stream_read_until(k->s, "\n", 1, limit), deadline, &v);
   *out = NULL;
   if (rc < 0) return rc;
   uva_bytes_t *l = v;
@@ -284,114 +206,32 @@ static int read_line_by(conn_t *k, size_t limit, uint64_t deadline, uva_bytes_t 
 /* A line of a request body (chunk size, chunk end, trailer), under the
  * idle timeout. */
 static int read_body_line(conn_t *k, size_t limit, uva_bytes_t **out, size_t *raw) {
-  int rc = read_line_by(k, limit, deadline_in(k->h->timeout_ms), out, raw);
+  int rc = read_line_by(k, limit, http1_deadline_in(k->h->timeout_ms), out, raw);
   if (rc == UVA_ELIMIT) return 400;
   if (rc == UV_ETIMEDOUT) return 408;
   return rc;
 }
 
-/* Read the head into rq->head: lines up to an empty one, all within
- * HTTPD_HEAD_MAX bytes and before the head timeout. Empty lines before the
- * request line are skipped (RFC 9112 2.2). */
+/* Read and parse the head, then take the path out of the target. */
 static int read_head(conn_t *k) {
   req_t *rq = &k->rq;
-  uint64_t deadline = deadline_in(k->h->timeout_ms);
-  for (;;) {
-    if (rq->head_bytes >= HTTPD_HEAD_MAX) return 431;
-    uva_bytes_t *l;
-    size_t raw = 0;
-    int rc = read_line_by(k, HTTPD_HEAD_MAX - rq->head_bytes, deadline, &l, &raw);
-    if (rc == UVA_ELIMIT) return 431;
-    if (rc == UV_ETIMEDOUT) {
-      k->h->stats.timeouts++;
-      /* part of a request came: say why; an idle connection just ends */
-      return rq->head_bytes || uva_stream_buffered(k->s) ? 408 : rc;
-    }
-    if (rc < 0) return rc;
-    rq->head_bytes += raw;
-    size_t n = l->len;
-    bool bad = has_ctl(l->data, n);
-    if (n > 0 && !bad) buf_add(&rq->head, l->data, n + 1); /* with its NUL */
-    uva_free(l);
-    if (bad) return 400;
-    if ((rc = buf_ok(&rq->head)) < 0) return rc;
-    if (n == 0 && rq->head.len > 0) return 0; /* the end of the head */
-  }
-}
-
-/* "HTTP/" DIGIT "." DIGIT. */
-static int parse_version(req_t *rq, const char *v) {
-  if (strncmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' || v[7] < '0' ||
-      v[7] > '9' || v[8] != '\0')
-    return 400;
-  if (v[5] != '1') return 505;
-  rq->version = v[7] == '0' ? 10 : 11;
-  return 0;
-}
-
-/* Split the head into the request line and header fields. */
-static int parse_head(req_t *rq) {
-  char *p = rq->head.p, *end = p + rq->head.len;
-  char *next = p + strlen(p) + 1;
-  char *sp1 = strchr(p, ' ');
-  char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-  if (sp2 == NULL || strchr(sp2 + 1, ' ') != NULL) return 400;
-  *sp1 = *sp2 = '\0';
-  rq->method = p;
-  rq->target = sp1 + 1;
-  if (!is_token(rq->method) || *rq->target == '\0' || strchr(rq->target, '\t')) return 400;
-  int rc = parse_version(rq, sp2 + 1);
+  const http1_opts_t o = {.head_max = HTTPD_HEAD_MAX,
+                          .max_fields = HTTPD_MAX_HEADERS,
+                          .timeout_ms = k->h->timeout_ms};
+  int rc = http1_read_head(k->s, &rq->head, &o);
+  if (rq->head.timed_out) k->h->stats.timeouts++;
   if (rc != 0) return rc;
-  for (p = next; p < end; p = next) {
-    next = p + strlen(p) + 1;
-    char *colon = strchr(p, ':');
-    if (colon == NULL) return 400;
-    *colon = '\0';
-    /* no blank before the colon (RFC 9112 5.1), nor at the start (an
-     * obsolete folded line): a name is a token */
-    if (!is_token(p)) return 400;
-    if (rq->nhdr == HTTPD_MAX_HEADERS) return 431;
-    rq->hdr[rq->nhdr++] = (header_t){p, trim(colon + 1)};
-  }
-  size_t plen = strcspn(rq->target, "?");
+  size_t plen = strcspn(rq->head.target, "?");
   if (plen >= sizeof rq->path) return 414;
-  memcpy(rq->path, rq->target, plen);
+  memcpy(rq->path, rq->head.target, plen);
   rq->path[plen] = '\0';
-  rq->head_only = strcmp(rq->method, "HEAD") == 0;
+  rq->head_only = strcmp(rq->head.method, "HEAD") == 0;
   return 0;
 }
 
 static bool wants_close(const req_t *rq) {
-  if (list_has(rq, "Connection", "close")) return true;
-  return rq->version == 10 && !list_has(rq, "Connection", "keep-alive");
-}
-
-/* Content-Length: 1*DIGIT, no sign, no blanks inside. Several fields, or
- * a list ("5, 5"), must all agree (RFC 9112 6.3). Values too large to
- * hold read as ULLONG_MAX. */
-static int content_length(const req_t *rq, bool *has, unsigned long long *out) {
-  *has = false;
-  *out = 0;
-  for (size_t i = 0; i < rq->nhdr; i++) {
-    if (strcasecmp(rq->hdr[i].name, "Content-Length") != 0) continue;
-    const char *p = rq->hdr[i].value;
-    for (;;) {
-      if (*p < '0' || *p > '9') return 400;
-      unsigned long long v = 0;
-      for (; *p >= '0' && *p <= '9'; p++) {
-        unsigned d = (unsigned)(*p - '0');
-        v = v > (ULLONG_MAX - d) / 10 ? ULLONG_MAX : v * 10 + d;
-      }
-      if (*has && v != *out) return 400;
-      *has = true;
-      *out = v;
-      while (is_blank(*p)) p++;
-      if (*p == '\0') break;
-      if (*p++ != ',') return 400;
-      while (is_blank(*p)) p++;
-    }
-  }
-  return 0;
+  if (http1_has_token(&rq->head, "Connection", "close")) return true;
+  return rq->head.version == 10 && !http1_has_token(&rq->head, "Connection", "keep-alive");
 }
 
 /* Transfer-Encoding, over every such field: 0 if absent, 1 for exactly
@@ -401,13 +241,13 @@ static int content_length(const req_t *rq, bool *has, unsigned long long *out) {
 static int transfer_coding(const req_t *rq) {
   bool seen = false, other = false, last_chunked = false;
   int chunked = 0;
-  for (size_t i = 0; i < rq->nhdr; i++) {
-    if (strcasecmp(rq->hdr[i].name, "Transfer-Encoding") != 0) continue;
+  for (size_t i = 0; i < rq->head.nfields; i++) {
+    if (strcasecmp(rq->head.fields[i].name, "Transfer-Encoding") != 0) continue;
     seen = true;
-    for (const char *p = rq->hdr[i].value; *p;) {
-      while (is_blank(*p) || *p == ',') p++;
+    for (const char *p = rq->head.fields[i].value; *p;) {
+      while (http1_is_blank(*p) || *p == ',') p++;
       size_t n = strcspn(p, ","), m = n;
-      while (m && is_blank(p[m - 1])) m--;
+      while (m && http1_is_blank(p[m - 1])) m--;
       if (m == 0) break;
       last_chunked = m == 7 && strncasecmp(p, "chunked", 7) == 0;
       if (last_chunked) chunked++;
@@ -429,8 +269,8 @@ static int read_body_bytes(conn_t *k, size_t n) {
   if (b->len + n > MAX_BODY) return 413;
   if (buf_reserve(b, n) < 0) return UV_ENOMEM;
   while (n > 0) {
-    int rc = await_until(uva_stream_read(k->s, b->p + b->len, n), deadline_in(k->h->timeout_ms),
-                         NULL);
+    int rc = http1_await_until(uva_stream_read(k->s, b->p + b->len, n),
+                               http1_deadline_in(k->h->timeout_ms), NULL);
     if (rc == UV_ETIMEDOUT) return 408;
     if (rc < 0) return rc;
     b->len += (size_t)rc;
@@ -454,7 +294,7 @@ static bool parse_chunk_size(const char *s, unsigned long long *out) {
     v = v > (ULLONG_MAX - d) / 16 ? ULLONG_MAX : v * 16 + d;
   }
   if (p == s) return false;
-  while (is_blank(*p)) p++;
+  while (http1_is_blank(*p)) p++;
   if (*p != '\0' && *p != ';') return false;
   *out = v;
   return true;
@@ -485,7 +325,7 @@ static int read_chunked(conn_t *k) {
     if (used >= HTTPD_HEAD_MAX) return 431;
     if ((rc = read_body_line(k, HTTPD_HEAD_MAX - used, &l, &raw)) != 0) return rc == 400 ? 431 : rc;
     used += raw;
-    bool last = l->len == 0, bad = has_ctl(l->data, l->len);
+    bool last = l->len == 0, bad = http1_has_ctl(l->data, l->len);
     uva_free(l);
     if (bad) return 400;
     if (last) return 0;
@@ -496,8 +336,8 @@ static int read_chunked(conn_t *k) {
  * go on (or a second passes): answer at once so tests stay fast. Never to
  * an HTTP/1.0 client (RFC 9110 15.2). */
 static int maybe_continue(conn_t *k) {
-  const char *e = req_header(&k->rq, "Expect");
-  if (e == NULL || strcasecmp(e, "100-continue") != 0 || k->rq.version < 11) return 0;
+  const char *e = http1_field(&k->rq.head, "Expect");
+  if (e == NULL || strcasecmp(e, "100-continue") != 0 || k->rq.head.version < 11) return 0;
   static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   k->h->stats.continues++;
   return put(k, cont, sizeof cont - 1);
@@ -509,12 +349,12 @@ static int read_body(conn_t *k) {
   if (te > 1) return te;
   bool has_cl;
   unsigned long long n;
-  int rc = content_length(rq, &has_cl, &n);
+  int rc = http1_content_length(&rq->head, &has_cl, &n);
   if (rc != 0) return rc;
   if (te == 1) {
     /* chunked wins over a Content-Length; with one, or in HTTP/1.0, the
      * framing is suspect: close after answering (RFC 9112 6.1, 6.3) */
-    if (has_cl || rq->version == 10) k->close = k->linger = true;
+    if (has_cl || rq->head.version == 10) k->close = k->linger = true;
     if ((rc = maybe_continue(k)) < 0) return rc;
     return read_chunked(k);
   }
@@ -526,7 +366,6 @@ static int read_body(conn_t *k) {
 
 static int read_request(conn_t *k) {
   int rc = read_head(k);
-  if (rc == 0) rc = parse_head(&k->rq);
   if (rc != 0) return rc;
   k->h->stats.requests++;
   k->close = wants_close(&k->rq);
@@ -535,38 +374,14 @@ static int read_request(conn_t *k) {
 
 /* ---------------------------------------------------------- responses */
 
-static const char *reason(int status) {
-  switch (status) {
-  case 200: return "OK";
-  case 201: return "Created";
-  case 204: return "No Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 307: return "Temporary Redirect";
-  case 400: return "Bad Request";
-  case 404: return "Not Found";
-  case 408: return "Request Timeout";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 503: return "Service Unavailable";
-  case 505: return "HTTP Version Not Supported";
-  default: return "Status";
-  }
-}
-
 /* Status line and headers. clen < 0: no Content-Length (the caller's
  * extra headers say how the body ends). extra: whole "Name: v\r\n" lines. */
 static int send_head(conn_t *k, int status, const char *extra, long long clen) {
   buf_t b = {0};
-  buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, reason(status));
+  buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, http1_reason(status));
   if (clen >= 0) buf_printf(&b, "Content-Length: %lld\r\n", clen);
   if (k->close) buf_add(&b, "Connection: close\r\n", 19);
-  else if (k->rq.version == 10) buf_add(&b, "Connection: keep-alive\r\n", 24);
+  else if (k->rq.head.version == 10) buf_add(&b, "Connection: keep-alive\r\n", 24);
   if (extra) buf_add(&b, extra, strlen(extra));
   buf_add(&b, "\r\n", 2);
   int rc = buf_ok(&b);
@@ -686,7 +501,7 @@ static int route_loop(conn_t *k, const char *rest) {
 static int route_chunked(conn_t *k, const char *rest) {
   unsigned long long n;
   if (!parse_num(rest, NULL, &n)) return route_not_found(k, rest);
-  bool framed = k->rq.version >= 11;
+  bool framed = k->rq.head.version >= 11;
   if (!framed) k->close = true;
   int rc = send_head(k, 200, framed ? "Transfer-Encoding: chunked\r\n" : NULL, -1);
   if (k->rq.head_only) return rc;
@@ -739,16 +554,17 @@ static int route_gzip(conn_t *k, const char *rest) {
 static int route_echo(conn_t *k, const char *rest) {
   (void)rest;
   /* every name is a token and no value holds a control character
-   * (parse_head, read_head): nothing here can end a line early */
+   * (http1_read_head): nothing here can end a line early */
   buf_t extra = {0};
   buf_add(&extra, "X-Echo-Method: ", 15);
-  buf_add(&extra, k->rq.method, strlen(k->rq.method));
+  buf_add(&extra, k->rq.head.method, strlen(k->rq.head.method));
   buf_add(&extra, "\r\n", 2);
-  for (size_t i = 0; i < k->rq.nhdr; i++) {
+  for (size_t i = 0; i < k->rq.head.nfields; i++) {
+    const http1_field_t *f = &k->rq.head.fields[i];
     buf_add(&extra, "X-Echo-", 7);
-    buf_add(&extra, k->rq.hdr[i].name, strlen(k->rq.hdr[i].name));
+    buf_add(&extra, f->name, strlen(f->name));
     buf_add(&extra, ": ", 2);
-    buf_add(&extra, k->rq.hdr[i].value, strlen(k->rq.hdr[i].value));
+    buf_add(&extra, f->value, strlen(f->value));
     buf_add(&extra, "\r\n", 2);
   }
   int rc = buf_ok(&extra);
@@ -799,36 +615,19 @@ static int dispatch(conn_t *k) {
 
 /* --------------------------------------------------------- connections */
 
-/* Before closing a connection whose client may still be sending (a
- * refused request, a suspect body): half-close after the answer, then
- * read and drop what still comes, for a while and up to a limit. Closing
- * with unread data would reset the connection, and a reset can destroy
- * the answer before the client has read it. */
-static void linger(conn_t *k) {
-  if (uva_await(uva_stream_shutdown(k->s), NULL) < 0) return;
-  int64_t ms = k->h->timeout_ms;
-  uint64_t deadline = deadline_in(ms < 0 || ms > LINGER_MS ? LINGER_MS : ms);
-  char scratch[4096];
-  for (size_t total = 0; total < LINGER_MAX;) {
-    int rc = await_until(uva_stream_read(k->s, scratch, sizeof scratch), deadline, NULL);
-    if (rc <= 0) return;
-    total += (size_t)rc;
-  }
-}
-
 /* One request and its answer. Nonzero: stop serving this connection. */
 static int serve_one(conn_t *k) {
   int rc = read_request(k);
   if (rc > 0) { /* refused: answer, then close */
-    k->close = true;
     k->h->stats.refused++;
-    if (respond_text(k, rc, NULL, rc == 400 ? "bad request" : reason(rc)) == 0) linger(k);
+    http1_refuse(k->s, rc, "", rc == 400 ? "bad request" : http1_reason(rc), k->rq.head_only,
+                 k->h->timeout_ms);
     return UV_EOF;
   }
   if (rc == 0) rc = dispatch(k);
   if (rc == 0 && k->h->after_response) k->h->after_response(k->h->after_response_data);
   if (rc == 0 && k->close) {
-    if (k->linger) linger(k);
+    if (k->linger) http1_linger(k->s, k->h->timeout_ms);
     rc = UV_EOF;
   }
   return rc;

@@ -1,6 +1,8 @@
 /* The demo's generated web site: see site.h for the link structure. */
 #include "site.h"
 
+#include "http1.h"
+
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -276,133 +278,32 @@ static void log_request(site_t *s, const char *path) {
 
 /* ------------------------------------------------------------ requests */
 
-/* What serve needs of a request head. */
-typedef struct head {
-  int version;            /* 10 or 11 (HTTP/1.x, x >= 1) */
-  int head_only;          /* HEAD */
-  int close, keep_alive;  /* Connection tokens seen */
-  int has_length, chunked;
-  unsigned long long length;
-  char path[1024];        /* the request target */
-} head_t;
+/* Content-Length is judged as each field comes (a bad one refuses the
+ * request at once); the rest once the head is complete. */
+typedef struct lengths {
+  bool has;
+  unsigned long long n;
+} lengths_t;
 
-static uint64_t deadline_in(int ms) { return ms < 0 ? UINT64_MAX : uva_now() + (uint64_t)ms; }
-
-/* Await f, but no later than deadline (then UV_ETIMEDOUT, f cancelled). */
-static int await_until(uva_future_t *f, uint64_t deadline, void **out) {
-  if (deadline == UINT64_MAX) return uva_await(f, out);
-  uint64_t now = uva_now();
-  return uva_await(uva_wait_for(f, now >= deadline ? 0 : (int64_t)(deadline - now)), out);
+static int on_field(void *arg, const char *name, const char *value) {
+  lengths_t *l = arg;
+  return strcasecmp(name, "Content-Length") ? 0 : http1_length_value(value, &l->has, &l->n);
 }
 
-static int is_blank(char c) { return c == ' ' || c == '\t'; }
-
-/* RFC 9110 5.6.2: token = 1*tchar. */
-static int is_token(const char *p, size_t n) {
-  if (n == 0) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          (c && strchr("!#$%&'*+-.^_`|~", c))))
-      return 0;
-  }
-  return 1;
-}
-
-/* METHOD SP TARGET SP HTTP/D.D. Returns 0 or the status to refuse with. */
-static int parse_request_line(char *line, head_t *h) {
-  char *sp1 = strchr(line, ' ');
-  char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-  if (!sp2 || strchr(sp2 + 1, ' ') || !is_token(line, (size_t)(sp1 - line)) || sp2 == sp1 + 1)
-    return 400;
-  const char *v = sp2 + 1;
-  if (strncmp(v, "HTTP/", 5) || v[5] < '0' || v[5] > '9' || v[6] != '.' || v[7] < '0' ||
-      v[7] > '9' || v[8])
-    return 400;
-  if (v[5] != '1') return 505;
-  h->version = v[7] == '0' ? 10 : 11;
-  h->head_only = sp1 - line == 4 && strncmp(line, "HEAD", 4) == 0;
-  size_t tlen = (size_t)(sp2 - sp1 - 1);
-  if (tlen >= sizeof h->path) return 414;
-  memcpy(h->path, sp1 + 1, tlen);
-  h->path[tlen] = '\0';
-  return strchr(h->path, '\t') ? 400 : 0;
-}
-
-/* Name: value. Only Connection, Content-Length and Transfer-Encoding
- * matter here. Returns 0 or the status to refuse with. */
-static int parse_field(char *line, head_t *h) {
-  char *colon = strchr(line, ':');
-  /* a name is a token: no blank before the colon (RFC 9112 5.1) */
-  if (!colon || !is_token(line, (size_t)(colon - line))) return 400;
-  *colon = '\0';
-  const char *v = colon + 1;
-  if (!strcasecmp(line, "Connection")) {
-    /* a comma-separated list of tokens */
-    while (*v) {
-      while (is_blank(*v) || *v == ',') v++;
-      size_t n = strcspn(v, ","), m = n;
-      while (m && is_blank(v[m - 1])) m--;
-      if (m == 5 && !strncasecmp(v, "close", 5)) h->close = 1;
-      if (m == 10 && !strncasecmp(v, "keep-alive", 10)) h->keep_alive = 1;
-      v += n;
-    }
-  } else if (!strcasecmp(line, "Content-Length")) {
-    /* digits only; repeated (as fields or "5, 5"), the values must agree */
-    for (;;) {
-      while (is_blank(*v)) v++;
-      if (*v < '0' || *v > '9') return 400;
-      unsigned long long n = 0;
-      for (; *v >= '0' && *v <= '9'; v++) /* saturating: too large anyway */
-        n = n > (ULLONG_MAX - 9) / 10 ? ULLONG_MAX : n * 10 + (unsigned)(*v - '0');
-      if (h->has_length && n != h->length) return 400;
-      h->has_length = 1;
-      h->length = n;
-      while (is_blank(*v)) v++;
-      if (!*v) break;
-      if (*v++ != ',') return 400;
-    }
-  } else if (!strcasecmp(line, "Transfer-Encoding")) {
-    h->chunked = 1; /* whatever the coding: request bodies are not expected */
-  }
-  return 0;
-}
-
-/* Read a request head, line by line (LF or CRLF line ends; empty lines
- * before the request line skipped), within SITE_HEAD_MAX bytes and before
- * the head timeout. Returns 0, an HTTP status to refuse the request with,
- * or a negative error (close without an answer). */
-static int read_head(site_t *s, uva_stream_t *conn, head_t *h) {
-  uint64_t deadline = deadline_in(s->o.head_timeout_ms);
-  size_t used = 0;
-  int lines = 0;
-  for (;;) {
-    if (used >= SITE_HEAD_MAX) return 431;
-    void *v = NULL;
-    int rc = await_until(uva_stream_read_until(conn, "\n", 1, SITE_HEAD_MAX - used), deadline, &v);
-    if (rc == UVA_ELIMIT) return 431;
-    if (rc == UV_ETIMEDOUT) {
-      s->st.timeouts++;
-      /* part of a request came: say why; an idle connection just ends */
-      return used || uva_stream_buffered(conn) ? 408 : rc;
-    }
-    if (rc < 0) return rc;
-    uva_bytes_t *b = v;
-    used += b->len;
-    size_t n = b->len - 1; /* the LF */
-    if (n && b->data[n - 1] == '\r') n--;
-    b->data[n] = '\0';
-    int status = 0;
-    for (size_t i = 0; i < n; i++) { /* control characters (a lone CR, NUL...) */
-      unsigned char c = (unsigned char)b->data[i];
-      if ((c < 0x20 && c != '\t') || c == 0x7f) status = 400;
-    }
-    if (status == 0 && n > 0)
-      status = lines++ == 0 ? parse_request_line(b->data, h) : parse_field(b->data, h);
-    uva_free(b);
-    if (status) return status;
-    if (n == 0 && lines > 0) return 0;
-  }
+/* Read a request head (http1_read_head: every bad line refused at once),
+ * within SITE_HEAD_MAX bytes and before the head timeout. Returns 0, an
+ * HTTP status to refuse the request with, or a negative error (close
+ * without an answer). */
+static int read_head(site_t *s, uva_stream_t *conn, http1_head_t *h, lengths_t *len) {
+  const http1_opts_t o = {.head_max = SITE_HEAD_MAX,
+                          .target_max = 1024,
+                          .timeout_ms = s->o.head_timeout_ms,
+                          .eager = true,
+                          .on_field = on_field,
+                          .arg = len};
+  int rc = http1_read_head(conn, h, &o);
+  if (h->timed_out) s->st.timeouts++;
+  return rc;
 }
 
 /* Read and drop n body bytes, each read under the head timeout (idle). */
@@ -410,49 +311,12 @@ static int skip_body(site_t *s, uva_stream_t *conn, unsigned long long n) {
   char scratch[4096];
   while (n > 0) {
     size_t want = n < sizeof scratch ? (size_t)n : sizeof scratch;
-    uint64_t deadline = deadline_in(s->o.head_timeout_ms);
-    int rc = await_until(uva_stream_read(conn, scratch, want), deadline, NULL);
+    uint64_t deadline = http1_deadline_in(s->o.head_timeout_ms);
+    int rc = http1_await_until(uva_stream_read(conn, scratch, want), deadline, NULL);
     if (rc < 0) return rc;
     n -= (unsigned long long)rc;
   }
   return 0;
-}
-
-/* Before closing a connection whose client may still be sending: half
- * close after the answer, then read and drop what still comes, for a while
- * and up to a limit. Closing with unread data would reset the connection,
- * and a reset can destroy the answer before the client has read it. */
-static void linger(site_t *s, uva_stream_t *conn) {
-  if (uva_await(uva_stream_shutdown(conn), NULL) < 0) return;
-  int ms = s->o.head_timeout_ms;
-  uint64_t deadline = deadline_in(ms < 0 || ms > 2000 ? 2000 : ms);
-  char scratch[4096];
-  for (size_t total = 0; total < SITE_BODY_MAX;) {
-    int rc = await_until(uva_stream_read(conn, scratch, sizeof scratch), deadline, NULL);
-    if (rc <= 0) return;
-    total += (size_t)rc;
-  }
-}
-
-/* Answer a refused request with status, then close (after linger). */
-static void refuse(site_t *s, uva_stream_t *conn, int status, int head_only) {
-  const char *reason;
-  switch (status) {
-  case 400: reason = "Bad Request"; break;
-  case 408: reason = "Request Timeout"; break;
-  case 413: reason = "Content Too Large"; break;
-  case 414: reason = "URI Too Long"; break;
-  case 431: reason = "Request Header Fields Too Large"; break;
-  case 501: reason = "Not Implemented"; break;
-  default: status = 505, reason = "HTTP Version Not Supported";
-  }
-  s->st.refused++;
-  char msg[320];
-  int n = snprintf(msg, sizeof msg,
-                   "HTTP/1.1 %d %s\r\nServer: uvasync-demo-site\r\nContent-Type: text/plain\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s%s",
-                   status, reason, strlen(reason) + 1, head_only ? "" : reason, head_only ? "" : "\n");
-  if (uva_await(uva_stream_write(conn, msg, (size_t)n), NULL) == 0) linger(s, conn);
 }
 
 static int serve(uva_stream_t *conn, void *arg) {
@@ -460,28 +324,40 @@ static int serve(uva_stream_t *conn, void *arg) {
   s->active++;
   s->st.connections++;
   for (;;) {
-    head_t h = {0};
-    int rc = read_head(s, conn, &h);
-    if (rc == 0 && h.chunked) rc = 501; /* request bodies are not expected */
-    else if (rc == 0 && h.length > SITE_BODY_MAX) rc = 413;
+    http1_head_t h = {0};
+    lengths_t len = {0};
+    int rc = read_head(s, conn, &h, &len);
+    int head_only = h.version && strcmp(h.method, "HEAD") == 0;
+    /* request bodies are not expected: chunked ones are not read */
+    if (rc == 0 && http1_field(&h, "Transfer-Encoding")) rc = 501;
+    else if (rc == 0 && len.n > SITE_BODY_MAX) rc = 413;
     if (rc > 0) {
-      refuse(s, conn, rc, h.head_only);
-      break;
+      s->st.refused++;
+      char body[64];
+      snprintf(body, sizeof body, "%s\n", http1_reason(rc));
+      http1_refuse(conn, rc, "Server: uvasync-demo-site\r\nContent-Type: text/plain\r\n", body,
+                   head_only, s->o.head_timeout_ms);
     }
-    if (rc < 0) break; /* the client left, cancelled, idle */
-    int close_after = h.close || (h.version == 10 && !h.keep_alive);
-    log_request(s, h.path);
+    if (rc != 0) {
+      http1_head_free(&h);
+      break; /* refused, or the client left, cancelled, idle */
+    }
+    int close_after = http1_has_token(&h, "Connection", "close") ||
+                      (h.version == 10 && !http1_has_token(&h, "Connection", "keep-alive"));
+    const char *path = h.target;
+    log_request(s, path);
     if (++s->st.in_flight > s->st.max_in_flight) s->st.max_in_flight = s->st.in_flight;
     buf_t out = {0};
-    rc = skip_body(s, conn, h.length);
-    if (rc == 0) rc = uva_await(uva_sleep(delay_for(s, h.path)), NULL);
+    rc = skip_body(s, conn, len.n);
+    if (rc == 0) rc = uva_await(uva_sleep(delay_for(s, path)), NULL);
     const char *connection = close_after       ? "Connection: close\r\n"
                              : h.version == 10 ? "Connection: keep-alive\r\n"
                                                : "";
-    if (rc == 0) rc = respond(s, h.path, h.head_only, connection, &out);
+    if (rc == 0) rc = respond(s, path, head_only, connection, &out);
     if (rc == 0) rc = uva_await(uva_stream_write(conn, out.p, out.len), NULL);
     s->st.in_flight--;
     free(out.p);
+    http1_head_free(&h);
     if (rc < 0 || close_after) break; /* cancelled, broken, write error */
   }
   s->active--; /* the last touch of s: site_stop waits for it */
