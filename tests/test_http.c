@@ -1507,7 +1507,8 @@ TASK_TEST(test_site_request_body_dropped) {
                                 "GET /secret HTTP/1.1\r\nHost: x\r\nX-Pad: 12\r\n\r\n"
                                 "GET /page/1.html HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
   ck_assert_int_eq(responses(&r), 2);
-  ck_assert_ptr_null(strstr(r.data, "404"));
+  /* the status line: the pages carry the port, which may hold "404" */
+  ck_assert_ptr_null(strstr(r.data, "HTTP/1.1 404 "));
   ck_assert_int_eq(r.end, UV_EOF);
   reply_free(&r);
   size_t n;
