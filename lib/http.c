@@ -18,8 +18,11 @@
  * `active` list. Cancelling removes the easy handle from the multi handle
  * at once (uva_cancel runs on the loop, never inside a curl callback) and
  * completes the future with UV_ECANCELED. Easy handles go back to a free
- * list on the client (curl_easy_reset keeps nothing of the last request;
- * connections live in the multi handle's pool and are reused).
+ * list on the client: one whose request was a plain GET keeps the client's
+ * options, so the next request sets only its own few; any other is reset
+ * with curl_easy_reset, which keeps nothing of the last request.
+ * Connections live in the multi handle's cache and are reused; the cache
+ * is sized by the most requests ever in flight (see req_start).
  *
  * curl_global_init runs once per process (uv_once) and curl_global_cleanup
  * is never called: libcurl's global state lives until exit. */
@@ -47,6 +50,14 @@ typedef struct http_poll {
 
 typedef struct body_pool body_pool_t;
 
+/* An idle easy handle. `ready`: it holds the client's options and nothing
+ * else (its last request was a plain GET that succeeded), so the next
+ * request sets only its own few; otherwise it was reset. */
+struct idle_easy {
+  CURL *e;
+  bool ready;
+};
+
 struct uva_http_client {
   uva_loop_t *loop;
   body_pool_t *pool;
@@ -56,14 +67,18 @@ struct uva_http_client {
   uv_timer_t reap;    /* fails transfers whose socket could not be polled */
   uva__link_t active; /* requests curl has */
   uva__link_t polls;  /* open poll handles */
-  CURL **free_easy;
+  struct idle_easy *free_easy; /* easy handles between requests */
   size_t nfree, free_cap;
   size_t closing;     /* handles whose close callback has not run */
+  size_t nactive;     /* requests curl has */
+  size_t peak;        /* the most requests curl has had at once */
   bool freed;
   char *user_agent, *protocols, *ca_file;
   int64_t timeout_ms, connect_timeout_ms;
   long max_redirects;
   size_t max_body, stream_buffer;
+  char *scratch;      /* build_head's header copy, reused */
+  size_t scratch_cap;
   char last_error[CURL_ERROR_SIZE];
 };
 
@@ -90,6 +105,8 @@ typedef struct http_req {
   bool oom;
   bool streaming;
   bool follow;      /* curl follows redirects */
+  bool plain;       /* set no option beyond the client's and its own few */
+  bool reusable;    /* plain, done, not streamed: its handle stays ready */
   int code;         /* status of the response whose headers are arriving */
   size_t max_body;
   char *body;       /* collected body (not streaming) */
@@ -209,21 +226,44 @@ static void fill_times(uva_http_response_t *r, CURL *e) {
 
 /* Status, version, URL, timings and headers of the final response, the
  * headers read with curl's header API (request -1: the last one, so the
- * headers of redirects are not included). No body. NULL on ENOMEM. */
+ * headers of redirects are not included). No body. NULL on ENOMEM.
+ * curl_easy_nextheader counts the headers of the same name on every call,
+ * so the headers are walked once, into the client's scratch buffer
+ * ("name\0value\0" each), and copied into the response from there. */
 static uva_http_response_t *build_head(http_req_t *q) {
+  uva_http_client_t *c = q->client;
   long code = 0, ver = 0, redirs = 0;
   char *url = NULL;
   curl_easy_getinfo(q->easy, CURLINFO_EFFECTIVE_URL, &url);
   if (url == NULL) url = "";
-  /* One block: the struct, the header entries, then the strings (the URL
-   * and each name and value): one allocation per response. */
-  size_t n = 0, strs = strlen(url) + 1;
+  size_t n = 0, used = 0;
   struct curl_header *h = NULL;
   while ((h = curl_easy_nextheader(q->easy, CURLH_HEADER, -1, h)) != NULL) {
+    const char *v = h->value;
+    while (*v == ' ' || *v == '\t') v++;
+    size_t nlen = strlen(h->name), vlen = strlen(v);
+    /* curl 7.88 leaves the CR of an empty value in */
+    while (vlen && strchr(" \t\r\n", v[vlen - 1])) vlen--;
+    size_t need = used + nlen + vlen + 2;
+    if (need > c->scratch_cap) {
+      size_t cap = c->scratch_cap ? c->scratch_cap : 1024;
+      while (cap < need) cap *= 2;
+      char *b = uva__realloc(c->scratch, cap);
+      if (b == NULL) return NULL;
+      c->scratch = b;
+      c->scratch_cap = cap;
+    }
+    memcpy(c->scratch + used, h->name, nlen + 1);
+    used += nlen + 1;
+    memcpy(c->scratch + used, v, vlen);
+    c->scratch[used + vlen] = '\0';
+    used += vlen + 1;
     n++;
-    strs += strlen(h->name) + strlen(h->value) + 2;
   }
-  uva_http_response_t *r = uva__malloc(sizeof *r + n * sizeof *r->headers + strs);
+  /* One block: the struct, the header entries, then the strings (the URL
+   * and each name and value): one allocation per response. */
+  size_t ulen = strlen(url) + 1;
+  uva_http_response_t *r = uva__malloc(sizeof *r + n * sizeof *r->headers + ulen + used);
   if (r == NULL) return NULL;
   memset(r, 0, sizeof *r);
   curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -238,28 +278,17 @@ static uva_http_response_t *build_head(http_req_t *q) {
   fill_times(r, q->easy);
   r->headers = n ? (uva_http_header_t *)(r + 1) : NULL;
   char *p = (char *)(r + 1) + n * sizeof *r->headers;
-  size_t ulen = strlen(url) + 1;
   memcpy(p, url, ulen);
   r->effective_url = p;
   p += ulen;
-  size_t i = 0;
-  h = NULL;
-  while (i < n && (h = curl_easy_nextheader(q->easy, CURLH_HEADER, -1, h)) != NULL) {
-    size_t nlen = strlen(h->name);
-    const char *v = h->value;
-    while (*v == ' ' || *v == '\t') v++;
-    size_t vlen = strlen(v);
-    /* curl 7.88 leaves the CR of an empty value in */
-    while (vlen && strchr(" \t\r\n", v[vlen - 1])) vlen--;
-    memcpy(p, h->name, nlen + 1);
+  if (used) memcpy(p, c->scratch, used);
+  for (size_t i = 0; i < n; i++) {
     r->headers[i].name = p;
-    p += nlen + 1;
-    memcpy(p, v, vlen);
-    p[vlen] = '\0';
-    r->headers[i++].value = p;
-    p += vlen + 1;
+    p += strlen(p) + 1;
+    r->headers[i].value = p;
+    p += strlen(p) + 1;
   }
-  r->nheaders = i;
+  r->nheaders = n;
   return r;
 }
 
@@ -307,8 +336,12 @@ static void req_clear(http_req_t *q) {
   upload_free(q);
 }
 
-/* Give the easy handle back to the client (or clean it up). */
-static void easy_put(uva_http_client_t *c, CURL *e) {
+/* Give the easy handle back to the client (or clean it up). A handle
+ * whose request set only the client's options keeps them (curl's own
+ * advice: reuse handles); any other is reset, so nothing of one request
+ * (method, body, headers, timeouts, a paused or failed state) reaches the
+ * next. */
+static void easy_put(uva_http_client_t *c, CURL *e, bool ready) {
   if (e == NULL) return;
   if (c->freed || c->nfree >= HTTP_FREE_EASY_MAX) {
     curl_easy_cleanup(e);
@@ -316,7 +349,7 @@ static void easy_put(uva_http_client_t *c, CURL *e) {
   }
   if (c->nfree == c->free_cap) {
     size_t cap = c->free_cap ? c->free_cap * 2 : 16;
-    CURL **n = uva__realloc(c->free_easy, cap * sizeof *n);
+    struct idle_easy *n = uva__realloc(c->free_easy, cap * sizeof *n);
     if (n == NULL) {
       curl_easy_cleanup(e);
       return;
@@ -324,11 +357,15 @@ static void easy_put(uva_http_client_t *c, CURL *e) {
     c->free_easy = n;
     c->free_cap = cap;
   }
-  /* libcurl 7.88's reset drops the handle's cookie file list without
-   * freeing it (ASan saw the leak): clearing the option frees it. */
-  if (c->share) curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
-  curl_easy_reset(e);
-  c->free_easy[c->nfree++] = e;
+  if (ready) {
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL); /* q->errbuf goes with q */
+  } else {
+    /* libcurl 7.88's reset drops the handle's cookie file list without
+     * freeing it (ASan saw the leak): clearing the option frees it. */
+    if (c->share) curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
+    curl_easy_reset(e);
+  }
+  c->free_easy[c->nfree++] = (struct idle_easy){e, ready};
 }
 
 /* Take the request away from curl (never inside a curl callback), give
@@ -339,9 +376,10 @@ static bool req_detach(http_req_t *q) {
   if (q->in_multi) {
     curl_multi_remove_handle(q->client->multi, q->easy);
     q->in_multi = false;
+    q->client->nactive--;
     uva__list_unlink(&q->link);
   }
-  if (q->easy) easy_put(q->client, q->easy);
+  if (q->easy) easy_put(q->client, q->easy, q->reusable);
   q->easy = NULL;
   req_clear(q);
   return held;
@@ -921,6 +959,7 @@ static void check_done(uva_http_client_t *c) {
     } else if (q->streaming) {
       stream_end(q, 0);
     } else {
+      q->reusable = q->plain;
       uva_http_response_t *r = build_response(q);
       req_finish(q, r ? 0 : UV_ENOMEM, r);
     }
@@ -930,7 +969,7 @@ static void check_done(uva_http_client_t *c) {
 /* ------------------------------------------------------------- client */
 
 static void client_release(uva_http_client_t *c) {
-  for (size_t i = 0; i < c->nfree; i++) curl_easy_cleanup(c->free_easy[i]);
+  for (size_t i = 0; i < c->nfree; i++) curl_easy_cleanup(c->free_easy[i].e);
   c->nfree = 0;
   if (c->multi) curl_multi_cleanup(c->multi); /* may report CURL_POLL_REMOVE */
   c->multi = NULL;
@@ -943,6 +982,7 @@ static void client_release(uva_http_client_t *c) {
 static void client_maybe_free(uva_http_client_t *c) {
   if (c->closing > 0) return;
   uva__free(c->free_easy);
+  uva__free(c->scratch);
   uva__free(c->user_agent);
   uva__free(c->protocols);
   uva__free(c->ca_file);
@@ -974,7 +1014,7 @@ static int client_opts(uva_http_client_t *c, const uva_http_client_opts_t *o) {
       return UV_ENOMEM;
     }
     CURLcode rc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->protocols);
-    easy_put(c, e);
+    easy_put(c, e, false);
     if (rc == CURLE_OUT_OF_MEMORY) return UV_ENOMEM;
     if (rc != CURLE_OK) return UV_EINVAL;
   }
@@ -1104,21 +1144,12 @@ static int upload_setup(http_req_t *q, const char *path, curl_off_t *size) {
   return 0;
 }
 
-static int req_setup(http_req_t *q, const uva_http_request_t *rq) {
-  uva_http_client_t *c = q->client;
-  CURL *e = q->easy;
-  int64_t timeout = rq->timeout_ms ? rq->timeout_ms : c->timeout_ms;
-  int64_t ctimeout = rq->connect_timeout_ms ? rq->connect_timeout_ms : c->connect_timeout_ms;
-  long redirs = rq->max_redirects > 0 ? rq->max_redirects : c->max_redirects;
+/* The client's options, the same for every request: set once per handle
+ * (after curl_easy_init or curl_easy_reset). */
+static int easy_base(uva_http_client_t *c, CURL *e) {
   const char *protos = c->protocols ? c->protocols : "http,https";
-  q->max_body = rq->max_body ? rq->max_body : c->max_body;
-  q->follow = rq->follow_redirects != UVA_HTTP_NO_FOLLOW;
-  int rc;
 #define SET(opt, val) \
   do { if (curl_easy_setopt(e, opt, val) == CURLE_OUT_OF_MEMORY) return UV_ENOMEM; } while (0)
-  SET(CURLOPT_URL, rq->url);
-  SET(CURLOPT_PRIVATE, (void *)q);
-  SET(CURLOPT_ERRORBUFFER, q->errbuf);
   SET(CURLOPT_PROTOCOLS_STR, protos);
   SET(CURLOPT_REDIR_PROTOCOLS_STR, protos);
   SET(CURLOPT_SSL_VERIFYPEER, 1L);
@@ -1127,29 +1158,58 @@ static int req_setup(http_req_t *q, const uva_http_request_t *rq) {
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_USERAGENT, c->user_agent);
   SET(CURLOPT_WRITEFUNCTION, on_body);
-  SET(CURLOPT_WRITEDATA, (void *)q);
   SET(CURLOPT_HEADERFUNCTION, on_header);
-  SET(CURLOPT_HEADERDATA, (void *)q);
-  SET(CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
-  SET(CURLOPT_MAXREDIRS, redirs);
+  SET(CURLOPT_MAXREDIRS, c->max_redirects);
   SET(CURLOPT_ACCEPT_ENCODING, "");
   if (c->share) {
     SET(CURLOPT_SHARE, c->share);
     SET(CURLOPT_COOKIEFILE, ""); /* turns the cookie engine on, no file */
   }
-  if (timeout > 0) SET(CURLOPT_TIMEOUT_MS, (long)timeout);
-  if (ctimeout > 0) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)ctimeout);
+  if (c->timeout_ms > 0) SET(CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
+  if (c->connect_timeout_ms > 0) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
+  return 0;
+}
+
+/* A request that sets no option beyond easy_base's and the few every
+ * request sets (a GET with the client's timeouts and redirect limit). */
+static bool is_plain(const uva_http_request_t *rq) {
+  return rq->body == NULL && rq->body_file == NULL && rq->headers == NULL &&
+         (rq->method == NULL || strcmp(rq->method, "GET") == 0) &&
+         rq->http_version == UVA_HTTP_VERSION_DEFAULT && rq->timeout_ms == 0 &&
+         rq->connect_timeout_ms == 0 && rq->max_redirects <= 0;
+}
+
+static int req_setup(http_req_t *q, const uva_http_request_t *rq, bool ready) {
+  uva_http_client_t *c = q->client;
+  CURL *e = q->easy;
+  int rc;
+  if (!ready && (rc = easy_base(c, e)) < 0) return rc;
+  q->max_body = rq->max_body ? rq->max_body : c->max_body;
+  q->follow = rq->follow_redirects != UVA_HTTP_NO_FOLLOW;
+  q->plain = is_plain(rq);
+  SET(CURLOPT_URL, rq->url);
+  SET(CURLOPT_PRIVATE, (void *)q);
+  SET(CURLOPT_ERRORBUFFER, q->errbuf);
+  SET(CURLOPT_WRITEDATA, (void *)q);
+  SET(CURLOPT_HEADERDATA, (void *)q);
+  SET(CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
+  /* Wait for a connection that may multiplex (HTTP/2) rather than open
+   * one more; plain http:// is HTTP/1.1 unless asked. */
+  SET(CURLOPT_PIPEWAIT, rq->http_version == UVA_HTTP_VERSION_2 ||
+                            (rq->http_version == UVA_HTTP_VERSION_DEFAULT &&
+                             strncasecmp(rq->url, "https:", 6) == 0) ? 1L : 0L);
+  if (q->plain) return 0;
+  if (rq->max_redirects > 0) SET(CURLOPT_MAXREDIRS, (long)rq->max_redirects);
+  /* < 0: none (0 is curl's "no timeout", and its 300 s connect default) */
+  if (rq->timeout_ms) SET(CURLOPT_TIMEOUT_MS, rq->timeout_ms > 0 ? (long)rq->timeout_ms : 0L);
+  if (rq->connect_timeout_ms)
+    SET(CURLOPT_CONNECTTIMEOUT_MS, rq->connect_timeout_ms > 0 ? (long)rq->connect_timeout_ms : 0L);
   if (rq->http_version == UVA_HTTP_VERSION_1_1) {
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
   } else if (rq->http_version == UVA_HTTP_VERSION_2) {
     if (curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE))
       return UV_EPROTONOSUPPORT; /* a libcurl without HTTP/2 */
   }
-  /* Wait for a connection that may multiplex (HTTP/2) rather than open
-   * one more; plain http:// is HTTP/1.1 unless asked. */
-  if (rq->http_version == UVA_HTTP_VERSION_2 ||
-      (rq->http_version == UVA_HTTP_VERSION_DEFAULT && strncasecmp(rq->url, "https:", 6) == 0))
-    SET(CURLOPT_PIPEWAIT, 1L);
   if (rq->body) {
     if (rq->body_len) {
       if ((q->req_body = uva__malloc(rq->body_len)) == NULL) return UV_ENOMEM;
@@ -1205,9 +1265,15 @@ static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_re
   q->user_err = rq->error;
   if (q->user_err) q->user_err[0] = '\0';
   uva__list_init(&q->link);
-  if (c->nfree) q->easy = c->free_easy[--c->nfree];
-  else if ((q->easy = curl_easy_init()) == NULL) return UV_ENOMEM;
-  int rc = req_setup(q, rq);
+  bool ready = false;
+  if (c->nfree) {
+    c->nfree--;
+    q->easy = c->free_easy[c->nfree].e;
+    ready = c->free_easy[c->nfree].ready;
+  } else if ((q->easy = curl_easy_init()) == NULL) {
+    return UV_ENOMEM;
+  }
+  int rc = req_setup(q, rq, ready);
   if (rc < 0) {
     char msg[128];
     snprintf(msg, sizeof msg, "%s%s", rq->body_file ? "body_file: " : "", uva_strerror(rc));
@@ -1217,6 +1283,15 @@ static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_re
   if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) return UV_ENOMEM;
   q->in_multi = true;
   uva__list_push(&c->active, &q->link);
+  /* curl's connection cache holds 4 idle connections per easy handle it
+   * has *now*: when a burst of transfers ends before the next requests are
+   * added (our waiters run after curl returns), it closes the connections
+   * they will want (60,000 GETs at 100 in flight opened 8,143 connections
+   * instead of 100). Keep curl's 4 per handle, of the most ever in flight. */
+  if (++c->nactive > c->peak) {
+    c->peak = c->nactive;
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(c->peak < LONG_MAX / 4 ? 4 * c->peak : LONG_MAX));
+  }
   q->base.refs++; /* the client's, while curl has it */
   return 0;
 }

@@ -611,6 +611,54 @@ TASK_TEST(test_http_post_2mib_body_with_expect_continue) {
   return 0;
 }
 
+/* Easy handles are reused, and one whose request was a plain GET keeps
+ * the client's options: nothing of any request reaches the next one. */
+TASK_TEST(test_http_nothing_of_a_request_reaches_the_next) {
+  env_t e;
+  env_open(&e);
+  const char *hdrs[] = {"X-A: 1", NULL};
+  for (int round = 0; round < 2; round++) {
+    uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/echo"));
+    ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Method"), "GET");
+    uva_http_response_free(r);
+    uva_http_request_t put = {.url = httpd_url(e.srv, "/echo"), .method = "PUT", .body = "abc",
+                              .body_len = 3, .headers = hdrs, .timeout_ms = 5000,
+                              .http_version = UVA_HTTP_VERSION_1_1, .max_redirects = 1};
+    r = request_ok(e.client, &put);
+    ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Method"), "PUT");
+    ck_assert_str_eq(r->body, "abc");
+    uva_http_response_free(r);
+    r = get_ok(e.client, httpd_url(e.srv, "/echo"));
+    ck_assert_str_eq(uva_http_response_header(r, "X-Echo-Method"), "GET");
+    ck_assert_ptr_null(uva_http_response_header(r, "X-Echo-X-A"));
+    ck_assert_uint_eq(r->body_len, 0);
+    uva_http_response_free(r);
+    uva_http_request_t head = {.url = httpd_url(e.srv, "/bytes/10"), .method = "HEAD"};
+    r = request_ok(e.client, &head);
+    ck_assert_uint_eq(r->body_len, 0);
+    uva_http_response_free(r);
+    r = get_ok(e.client, httpd_url(e.srv, "/bytes/10"));
+    ck_assert_uint_eq(r->body_len, 10);
+    uva_http_response_free(r);
+    uva_http_request_t nofollow = {.url = httpd_url(e.srv, "/redirect/2"),
+                                   .follow_redirects = UVA_HTTP_NO_FOLLOW};
+    r = request_ok(e.client, &nofollow);
+    ck_assert_int_eq(r->status, 302);
+    uva_http_response_free(r);
+    r = get_ok(e.client, httpd_url(e.srv, "/redirect/2")); /* max_redirects 1 is gone too */
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_eq(r->redirects, 2);
+    uva_http_response_free(r);
+    uva_http_request_t quick = {.url = httpd_url(e.srv, "/delay/300"), .timeout_ms = 50};
+    ck_assert_int_eq(request_err(e.client, &quick), UV_ETIMEDOUT);
+    r = get_ok(e.client, httpd_url(e.srv, "/delay/150"));
+    ck_assert_str_eq(r->body, "delayed");
+    uva_http_response_free(r);
+  }
+  env_close(&e);
+  return 0;
+}
+
 /* -------------------------------------------------------- connections */
 
 TASK_TEST(test_http_sequential_requests_reuse_one_connection) {
@@ -686,6 +734,20 @@ TASK_TEST(test_http_max_connections_limits_parallelism) {
   ck_assert_int_eq(st->requests, 20);
   ck_assert_int_le(st->max_active, 3);
   ck_assert_int_le(st->connections, 3);
+  env_close(&e);
+  return 0;
+}
+
+/* A burst that ends before the next one starts keeps its connections:
+ * curl sizes its cache by the easy handles it has at the moment, which
+ * drop to none between bursts. */
+TASK_TEST(test_http_bursts_reuse_their_connections) {
+  env_t e;
+  env_open(&e);
+  for (int i = 0; i < 5; i++) run_concurrent(&e, 20, "/delay/20", "delayed");
+  const httpd_stats_t *st = httpd_stats(e.srv);
+  ck_assert_int_eq(st->requests, 100);
+  ck_assert_int_le(st->connections, 20); /* 20 in flight at most */
   env_close(&e);
   return 0;
 }
@@ -1733,7 +1795,9 @@ static Suite *http_suite(void) {
   tcase_add_test(tc, test_http_connection_close_header_closes);
   tcase_add_test(tc, test_http_max_host_connections_limits_parallelism);
   tcase_add_test(tc, test_http_max_connections_limits_parallelism);
+  tcase_add_test(tc, test_http_nothing_of_a_request_reaches_the_next);
   tcase_add_test(tc, test_http_concurrent_requests_use_parallel_connections);
+  tcase_add_test(tc, test_http_bursts_reuse_their_connections);
   tcase_add_test(tc, test_http_thousand_concurrent_with_host_limit);
   tcase_add_test(tc, test_http_thousand_concurrent_unlimited);
   tcase_add_test(tc, test_http_cancel_while_waiting_for_answer);
