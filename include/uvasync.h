@@ -842,7 +842,10 @@ typedef struct uva_http_client_opts {
   int64_t connect_timeout_ms;  /* default connect timeout; <= 0: curl's (300 s) */
   long max_redirects;          /* default redirect limit; <= 0: 10 */
   size_t max_body;             /* default body limit in bytes; 0: none */
-  long max_connections;        /* total open connections; <= 0: no limit */
+  long max_connections;        /* total open connections; <= 0: no limit.
+                                * Idle ones are kept for reuse, up to 4 per
+                                * request ever in flight at once (curl's
+                                * cache; idle over 118 s: closed) */
   long max_host_connections;   /* per host; <= 0: no limit */
   int cookies;                 /* nonzero: an in-memory cookie jar shared by
                                 * the client's requests (curl's engine) */
