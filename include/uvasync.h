@@ -809,6 +809,8 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections);
  *   UV_ECONNREFUSED     the connection was refused (or another connect
  *                       error: the OS's code when curl reports one,
  *                       e.g. UV_ENETUNREACH)
+ *   UV_EMFILE, UV_ENFILE  no descriptor for the socket (the client opens
+ *                       its sockets close-on-exec)
  *   UV_ETIMEDOUT        timeout_ms or connect_timeout_ms passed
  *   UV_ELOOP            more redirects than max_redirects
  *   UV_EPROTONOSUPPORT  a scheme other than http/https (ftp://, file://...)

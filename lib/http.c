@@ -108,6 +108,7 @@ typedef struct http_req {
   bool plain;       /* set no option beyond the client's and its own few */
   bool reusable;    /* plain, done, not streamed: its handle stays ready */
   int code;         /* status of the response whose headers are arriving */
+  int sock_err;     /* socket() failed with this (UV_EMFILE...), if any */
   size_t max_body;
   char *body;       /* collected body (not streaming) */
   size_t body_len, body_cap;
@@ -889,7 +890,7 @@ static int map_error(http_req_t *q, CURLcode rc) {
   case CURLE_COULDNT_RESOLVE_PROXY: return UV_EAI_NONAME;
   case CURLE_COULDNT_CONNECT:
     curl_easy_getinfo(q->easy, CURLINFO_OS_ERRNO, &os);
-    return os > 0 ? -(int)os : UV_ECONNREFUSED;
+    return os > 0 ? -(int)os : q->sock_err ? q->sock_err : UV_ECONNREFUSED;
   case CURLE_OPERATION_TIMEDOUT: return UV_ETIMEDOUT;
   case CURLE_TOO_MANY_REDIRECTS: return UV_ELOOP;
   case CURLE_UNSUPPORTED_PROTOCOL: return UV_EPROTONOSUPPORT;
@@ -939,6 +940,9 @@ static void xfer_fail(http_req_t *q, CURLcode rc) {
     else if (err == UV_ENOMEM) strcpy(q->errbuf, "out of memory");
     else if (q->up && q->up->err == err)
       snprintf(q->errbuf, sizeof q->errbuf, "reading body_file: %s", uv_strerror(err));
+  } else if (q->sock_err && err == q->sock_err) { /* curl's text blames the server */
+    size_t n = strlen(q->errbuf);
+    snprintf(q->errbuf + n, sizeof q->errbuf - n, " (socket: %s)", uv_strerror(err));
   }
   set_error(q, q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
   if (q->streaming) stream_end(q, err);
@@ -1144,6 +1148,19 @@ static int upload_setup(http_req_t *q, const char *path, curl_off_t *size) {
   return 0;
 }
 
+/* Open curl's sockets ourselves, for two things curl's own socket() does
+ * not give: close-on-exec (a child from uva_spawn_process must not hold
+ * our connections), and the errno when it fails. curl then reports only
+ * CURLE_COULDNT_CONNECT with no OS errno, which would read as "connection
+ * refused" when the process is out of descriptors. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  http_req_t *q = ud;
+  (void)purpose;
+  curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd == CURL_SOCKET_BAD) q->sock_err = -errno;
+  return fd;
+}
+
 /* The client's options, the same for every request: set once per handle
  * (after curl_easy_init or curl_easy_reset). */
 static int easy_base(uva_http_client_t *c, CURL *e) {
@@ -1159,6 +1176,7 @@ static int easy_base(uva_http_client_t *c, CURL *e) {
   SET(CURLOPT_USERAGENT, c->user_agent);
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_HEADERFUNCTION, on_header);
+  SET(CURLOPT_OPENSOCKETFUNCTION, open_socket);
   SET(CURLOPT_MAXREDIRS, c->max_redirects);
   SET(CURLOPT_ACCEPT_ENCODING, "");
   if (c->share) {
@@ -1192,6 +1210,7 @@ static int req_setup(http_req_t *q, const uva_http_request_t *rq, bool ready) {
   SET(CURLOPT_ERRORBUFFER, q->errbuf);
   SET(CURLOPT_WRITEDATA, (void *)q);
   SET(CURLOPT_HEADERDATA, (void *)q);
+  SET(CURLOPT_OPENSOCKETDATA, (void *)q);
   SET(CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
   /* Wait for a connection that may multiplex (HTTP/2) rather than open
    * one more; plain http:// is HTTP/1.1 unless asked. */

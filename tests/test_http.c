@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 /* Await a request; the response, or NULL with *rc the error. */
 static uva_http_response_t *request(uva_http_client_t *c, const uva_http_request_t *rq,
@@ -226,6 +230,53 @@ TASK_TEST(test_http_refused) {
   httpd_stop(gone);
   ck_assert_int_eq(uva_await(uva_http_get(e.client, u), NULL), UV_ECONNREFUSED);
   ck_assert_str_ne(uva_http_last_error(e.client), "");
+  env_close(&e);
+  return 0;
+}
+
+/* No descriptor left for the socket: UV_EMFILE and a message that says
+ * so, not "connection refused"; the client works again once one is free. */
+TASK_TEST(test_http_out_of_descriptors_is_emfile) {
+  env_t e;
+  env_open(&e);
+  struct rlimit old;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  int lowest = dup(0); /* the lowest free number: every one below is taken */
+  ck_assert_int_ge(lowest, 0);
+  close(lowest);
+  struct rlimit tight = {.rlim_cur = (rlim_t)lowest, .rlim_max = old.rlim_max};
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  char err[UVA_HTTP_ERROR_SIZE];
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/ok"), .error = err};
+  int rc = request_err(e.client, &rq);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ck_assert_msg(rc == UV_EMFILE, "%s: %s", uva_err_name(rc), err);
+  ck_assert_msg(strstr(err, "too many open files") != NULL, "%s", err);
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
+  ck_assert_str_eq(r->body, "hello");
+  uva_http_response_free(r);
+  env_close(&e);
+  return 0;
+}
+
+/* The client's connections are close-on-exec: a child process started
+ * while one is open does not hold it. */
+TASK_TEST(test_http_sockets_are_close_on_exec) {
+  env_t e;
+  env_open(&e);
+  uva_http_response_t *r = get_ok(e.client, httpd_url(e.srv, "/ok"));
+  uva_http_response_free(r);
+  int found = 0;
+  for (int fd = 3; fd < 1024; fd++) { /* the idle connection, by its peer */
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 || peer.sin_family != AF_INET ||
+        ntohs(peer.sin_port) != httpd_port(e.srv))
+      continue;
+    found++;
+    ck_assert_int_ne(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+  }
+  ck_assert_int_eq(found, 1);
   env_close(&e);
   return 0;
 }
@@ -1772,6 +1823,8 @@ static Suite *http_suite(void) {
   tcase_add_test(tc, test_http_client_timeout_default);
   tcase_add_test(tc, test_http_connect_timeout_accepted);
   tcase_add_test(tc, test_http_refused);
+  tcase_add_test(tc, test_http_out_of_descriptors_is_emfile);
+  tcase_add_test(tc, test_http_sockets_are_close_on_exec);
   tcase_add_test(tc, test_http_dns_failure);
   tcase_add_test(tc, test_http_protocol_not_allowed);
   tcase_add_test(tc, test_http_peer_closes_without_answer);
