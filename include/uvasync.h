@@ -896,11 +896,11 @@ typedef struct uva_http_request {
   const void *body;             /* request body, copied; NULL: none */
   size_t body_len;
   const char *body_file;        /* request body streamed from this file
-                                 * (path, copied; opened when the request
-                                 * starts, with a blocking open(2): a FIFO
-                                 * needs its writer first; read in chunks on
-                                 * libuv's pool; a pipe is sent chunked);
-                                 * not with body */
+                                 * (path, copied; opened and read in chunks
+                                 * on libuv's pool, so a FIFO waits there
+                                 * for its writer; the transfer, and its
+                                 * timeouts, start once it is open; a pipe
+                                 * is sent chunked); not with body */
   int http_version;             /* enum uva_http_version */
   int64_t timeout_ms;           /* 0: client's default; < 0: none */
   int64_t connect_timeout_ms;   /* 0: client's default */

@@ -100,7 +100,8 @@ typedef struct http_req {
   CURL *easy;
   struct curl_slist *headers;
   uva__link_t link; /* client->active */
-  bool in_multi;
+  bool in_multi;    /* the client has it: on `active`, with a reference */
+  bool added;       /* curl has it (false while body_file opens) */
   bool too_big;
   bool oom;
   bool streaming;
@@ -375,7 +376,8 @@ static void easy_put(uva_http_client_t *c, CURL *e, bool ready) {
 static bool req_detach(http_req_t *q) {
   bool held = q->in_multi;
   if (q->in_multi) {
-    curl_multi_remove_handle(q->client->multi, q->easy);
+    if (q->added) curl_multi_remove_handle(q->client->multi, q->easy);
+    q->added = false;
     q->in_multi = false;
     q->client->nactive--;
     uva__list_unlink(&q->link);
@@ -1131,21 +1133,58 @@ static bool bad_method(const char *s) {
   return false;
 }
 
-/* Open body_file (a blocking open and fstat on the loop: metadata only;
- * the reads go to the pool). */
-static int upload_setup(http_req_t *q, const char *path, curl_off_t *size) {
+static void on_upload_open(uv_fs_t *r);
+
+/* Open body_file on libuv's pool (a FIFO waits there for its writer, not
+ * on the loop). The open holds a reference on q and counts as a loop job;
+ * curl gets q when it is done (on_upload_open). */
+static int upload_open(http_req_t *q, const char *path) {
   upload_t *u = uva__calloc(1, sizeof *u);
   if (u == NULL) return UV_ENOMEM;
   u->fd = -1;
   q->up = u;
   if ((u->buf = uva__malloc(UPLOAD_BUF)) == NULL) return UV_ENOMEM;
-  if ((u->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
+  int rc = uv_fs_open(q->base.loop->uv, &u->req, path, O_RDONLY | O_CLOEXEC, 0, on_upload_open);
+  if (rc < 0) return rc;
+  u->req.data = q;
+  u->busy = true;
+  q->base.refs++;
+  q->base.loop->jobs++;
+  return 0;
+}
+
+/* The body's length (-1: unknown, sent chunked), once it is open. */
+static int upload_size(upload_t *u, curl_off_t *size) {
   struct stat st;
   if (fstat(u->fd, &st) < 0) return -errno;
   if (S_ISDIR(st.st_mode)) return UV_EISDIR;
   u->seekable = S_ISREG(st.st_mode);
-  *size = u->seekable ? (curl_off_t)st.st_size : -1; /* -1: chunked */
+  *size = u->seekable ? (curl_off_t)st.st_size : -1;
   return 0;
+}
+
+static void req_fail_start(http_req_t *q, int rc);
+
+static void on_upload_open(uv_fs_t *r) {
+  http_req_t *q = r->data;
+  upload_t *u = q->up;
+  int rc = (int)r->result;
+  uv_fs_req_cleanup(r);
+  q->base.loop->jobs--;
+  u->busy = false;
+  if (rc >= 0) u->fd = rc;
+  if (!q->in_multi) { /* finished (cancelled, client freed) meanwhile */
+    upload_free(q);
+  } else {
+    curl_off_t size = -1;
+    if (rc >= 0) rc = upload_size(u, &size);
+    if (rc >= 0 && curl_easy_setopt(q->easy, CURLOPT_POSTFIELDSIZE_LARGE, size) != CURLE_OK)
+      rc = UV_ENOMEM;
+    if (rc >= 0 && curl_multi_add_handle(q->client->multi, q->easy) != CURLM_OK) rc = UV_ENOMEM;
+    if (rc >= 0) q->added = true;
+    else req_fail_start(q, rc);
+  }
+  uva_release(&q->base); /* the open's */
 }
 
 /* Open curl's sockets ourselves, for two things curl's own socket() does
@@ -1237,10 +1276,8 @@ static int req_setup(http_req_t *q, const uva_http_request_t *rq, bool ready) {
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
     SET(CURLOPT_POSTFIELDS, q->req_body ? (char *)q->req_body : "");
   } else if (rq->body_file) {
-    curl_off_t size;
-    if ((rc = upload_setup(q, rq->body_file, &size)) < 0) return rc;
-    SET(CURLOPT_POST, 1L);
-    SET(CURLOPT_POSTFIELDSIZE_LARGE, size);
+    if ((rc = upload_open(q, rq->body_file)) < 0) return rc;
+    SET(CURLOPT_POST, 1L); /* the length when it is open */
     SET(CURLOPT_READFUNCTION, on_upload);
     SET(CURLOPT_READDATA, (void *)q);
     SET(CURLOPT_SEEKFUNCTION, on_seek);
@@ -1299,7 +1336,10 @@ static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_re
     set_error(q, msg);
     return rc;
   }
-  if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) return UV_ENOMEM;
+  if (q->up == NULL) { /* a body_file is added once it is open */
+    if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) return UV_ENOMEM;
+    q->added = true;
+  }
   q->in_multi = true;
   uva__list_push(&c->active, &q->link);
   /* curl's connection cache holds 4 idle connections per easy handle it
@@ -1313,6 +1353,15 @@ static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_re
   }
   q->base.refs++; /* the client's, while curl has it */
   return 0;
+}
+
+/* body_file could not be opened, or q could not be given to curl after. */
+static void req_fail_start(http_req_t *q, int rc) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "body_file: %s", uva_strerror(rc));
+  set_error(q, msg);
+  if (q->streaming) stream_end(q, rc);
+  else req_finish(q, rc, NULL);
 }
 
 /* Checks shared by both entry points: 0, or the error to fail with. */

@@ -207,6 +207,93 @@ TASK_TEST(test_upload_from_a_fifo) {
   return 0;
 }
 
+/* body_file is opened on the pool: a FIFO's open waits there for its
+ * writer while the loop runs on (here the task starts the writer only
+ * after a sleep; with the open on the loop it would never wake). */
+TASK_TEST(test_upload_fifo_waits_for_its_writer_off_the_loop) {
+  env_t e;
+  env_open(&e);
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/uva-fifo2-%d", (int)getpid());
+  unlink(path);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  char err[UVA_HTTP_ERROR_SIZE];
+  uva_http_request_t rq = {.url = httpd_url(e.srv, "/echo"), .body_file = path, .error = err};
+  uva_future_t *f = uva_http_request(e.client, &rq);
+  ck_assert_int_eq(uva_await(uva_sleep(50), NULL), 0);
+  ck_assert(!uva_future_is_done(f));
+  pthread_t t;
+  pthread_create(&t, NULL, fifo_writer, (void *)path);
+  void *v = NULL;
+  int rc = uva_await(f, &v);
+  pthread_join(t, NULL);
+  unlink(path);
+  ck_assert_msg(rc == 0, "fifo upload: %s (%s)", uva_err_name(rc), err);
+  ck_assert_str_eq(((uva_http_response_t *)v)->body, "hello through a fifo");
+  uva_http_response_free(v);
+  env_close(&e);
+  return 0;
+}
+
+/* A request whose body_file is still opening is cancelled, or its client
+ * freed, or (streaming) its open future dropped: it ends at once, and the
+ * descriptor the open gets later is closed (the suite's leak check, and
+ * the fd count, see it). */
+static int fifo_open_count(const char *path) {
+  int n = 0;
+  for (int fd = 3; fd < 1024; fd++) {
+    char link[64], target[128];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t len = readlink(link, target, sizeof target - 1);
+    if (len < 0) continue;
+    target[len] = '\0';
+    n += strcmp(target, path) == 0;
+  }
+  return n;
+}
+
+static void *fifo_toucher(void *arg) {
+  int fd = open(arg, O_WRONLY);
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
+TASK_TEST(test_upload_abandoned_while_its_file_opens) {
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/uva-fifo3-%d", (int)getpid());
+  for (int how = 0; how < 3; how++) {
+    env_t e;
+    env_open(&e);
+    unlink(path);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    uva_http_request_t rq = {.url = httpd_url(e.srv, "/echo"), .body_file = path};
+    uva_future_t *f = how == 2 ? uva_http_stream_open(e.client, &rq)
+                               : uva_http_request(e.client, &rq);
+    ck_assert_int_eq(uva_await(uva_sleep(20), NULL), 0);
+    if (how == 0) {
+      ck_assert_int_eq(uva_cancel(f), 1);
+      ck_assert_int_eq(uva_await(f, NULL), UV_ECANCELED);
+    } else if (how == 1) {
+      uva_http_client_free(e.client);
+      e.client = NULL;
+      ck_assert_int_eq(uva_await(f, NULL), UV_ECANCELED);
+    } else {
+      uva_release(f);
+    }
+    /* let the pool's open return: a writer that leaves at once (opened
+     * blocking, on a thread: it meets the reader whenever that comes) */
+    pthread_t t;
+    pthread_create(&t, NULL, fifo_toucher, (void *)path);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 400 && fifo_open_count(path) > 0; i++) uva_await(uva_sleep(5), NULL);
+    ck_assert_msg(fifo_open_count(path) == 0, "how %d: the fifo is still open", how);
+    ck_assert_int_eq(httpd_stats(e.srv)->requests, 0);
+    env_close(&e);
+    unlink(path);
+  }
+  return 0;
+}
+
 /* HEAD (no body) of a resource larger than max_body. */
 TASK_TEST(test_head_is_not_judged_by_max_body) {
   env_t e;
@@ -313,6 +400,8 @@ static Suite *suite(void) {
   ADD(test_stream_follows_any_3xx_with_a_location);
   ADD(test_stream_of_a_3xx_curl_does_not_follow_has_its_body);
   ADD(test_upload_from_a_fifo);
+  ADD(test_upload_fifo_waits_for_its_writer_off_the_loop);
+  ADD(test_upload_abandoned_while_its_file_opens);
   ADD(test_head_is_not_judged_by_max_body);
   ADD(test_allocation_failures_while_connecting_leave_the_client_usable);
   ADD(test_a_paused_stream_closed_leaves_nothing_behind);
