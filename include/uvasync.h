@@ -263,7 +263,9 @@ void uva_dump_tasks(uva_loop_t *loop, void *stream);
  * sleep lasts at least ms - 1 ms from the call (more if the loop is busy).
  * Costs no uv_timer_t:
  * every sleep of a loop shares one deadline heap behind one libuv timer.
- * uva_sleep(0) completes on the next loop turn, after I/O has been polled.
+ * uva_sleep(0) completes on the next loop turn: its waiter runs after that
+ * turn's I/O poll, and ahead of the timers and I/O that turn completes (as
+ * in asyncio, where the yielding task is on the ready queue first).
  * NULL on ENOMEM / no loop. */
 uva_future_t *uva_sleep(uint64_t ms);
 /* asyncio.sleep(0): let every other ready task and I/O run once. Returns 0,

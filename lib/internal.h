@@ -289,6 +289,7 @@ void uva__ready_splice(uva_loop_t *loop, uva__cbq_t *q);
 void uva__loop_wake(uva_loop_t *loop);
 /* Run the ready queue (check callback). */
 void uva__drain(uva_loop_t *loop);
+void uva__turn_start(uva_loop_t *loop);
 /* Timer heap maintenance. */
 void uva__timers_close(uva_loop_t *loop);
 void uva__yields_run(uva_loop_t *loop);

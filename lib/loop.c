@@ -28,7 +28,8 @@ _Thread_local uva_loop_t *uva__loop_tls UVA_TLS_MODEL;
 uva_loop_t *uva_loop_current(void) { return uva__loop_tls; }
 uv_loop_t *uva_loop_uv(uva_loop_t *loop) { return loop ? loop->uv : NULL; }
 
-static void on_idle(uv_idle_t *h) { UVA_UNUSED(h); }
+/* Before the poll: see uva__turn_start. */
+static void on_idle(uv_idle_t *h) { uva__turn_start(h->data); }
 
 void uva__loop_wake(uva_loop_t *loop) {
   if (!loop->idle_on) {
@@ -58,6 +59,20 @@ void uva__ready_splice(uva_loop_t *loop, uva__cbq_t *q) {
   uva__loop_wake(loop);
 }
 
+/* Last turn's yields and parked nodes join the ready queue ahead of what
+ * this turn's timers and I/O complete, as in asyncio, where a sleep(0) is
+ * already on the ready queue when the next turn adds due timers and I/O
+ * callbacks behind it. Called from the timer callback (libuv's first
+ * phase), the idle callback (before the poll) and the drain. */
+void uva__turn_start(uva_loop_t *loop) {
+  uva__yields_run(loop);
+  if (loop->next.head) {
+    uva__cbq_t n = loop->next;
+    loop->next.head = loop->next.tail = NULL;
+    uva__ready_splice(loop, &n);
+  }
+}
+
 void uva__drain(uva_loop_t *loop) {
   loop->in_drain = true;
   /* Deadlines made by the tasks below count from now, not from before this
@@ -65,13 +80,7 @@ void uva__drain(uva_loop_t *loop) {
    * busy turn made sleeps end early). Once per drain, so that deadlines
    * made together still share their base. */
   uv_update_time(loop->uv);
-  /* Last turn's yields first, then nodes parked for this turn. */
-  uva__yields_run(loop);
-  if (loop->next.head) {
-    uva__cbq_t n = loop->next;
-    loop->next.head = loop->next.tail = NULL;
-    uva__ready_splice(loop, &n);
-  }
+  uva__turn_start(loop);
   /* Run what is ready and what that wakes, within a budget shared with the
    * direct task-to-task switches in task.c. */
   loop->drain_left = DRAIN_BUDGET;

@@ -55,6 +55,7 @@ static void rearm(uva_loop_t *loop) {
 
 static void on_timer(uv_timer_t *h) {
   uva_loop_t *loop = h->data;
+  uva__turn_start(loop); /* last turn's sleep(0)s go before these */
   uint64_t now = uv_now(loop->uv);
   loop->timer_active = false;
   loop->in_timer_cb = true;
@@ -133,7 +134,9 @@ uva_future_t *uva_sleep(uint64_t ms) {
   uva_future_t *f = uva__future_alloc(loop, &sleep_fops);
   if (f == NULL) return NULL;
   if (ms == 0) {
-    /* Done on the next turn, after I/O has been polled: asyncio's sleep(0). */
+    /* Done at the start of the next turn; its waiters run after that
+     * turn's I/O poll, ahead of what the turn's timers and I/O wake
+     * (uva__turn_start): asyncio's sleep(0). */
     uva__list_push(&loop->yields, &f->link);
     uva__loop_wake(loop);
   } else {

@@ -1,6 +1,8 @@
 /* Time: sleeps share one deadline heap; sleep(0) yields to I/O. */
 #include "helpers.h"
 
+#include <time.h>
+
 static int fired[8], nfired;
 static int sleeper(void *arg) {
   int ms = (int)(intptr_t)arg;
@@ -22,6 +24,34 @@ static int sleeps_fire_in_deadline_order(void *arg) {
 }
 START_TEST(test_sleeps_fire_in_deadline_order) {
   ck_assert_int_eq(RUN_MAIN(sleeps_fire_in_deadline_order, NULL), 0);
+}
+END_TEST
+
+/* A turn that runs long (here a task blocks the loop for 30 ms) lets a
+ * 10 ms sleep come due by the next turn; a sleep(0) made in the same turn
+ * still resumes first, as in asyncio (it was queued before the timer). */
+static int blocker(void *arg) {
+  (void)arg;
+  struct timespec ts = {0, 30 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  return 0;
+}
+static int sleep0_goes_before_timers_due_meanwhile(void *arg) {
+  (void)arg;
+  nfired = 0;
+  uva_future_t *a = uva_spawn(sleeper, (void *)(intptr_t)10);
+  uva_future_t *b = uva_spawn(sleeper, (void *)(intptr_t)0);
+  uva_future_t *c = uva_spawn(blocker, NULL); /* the same turn, after them */
+  ck_assert_int_eq(uva_await(a, NULL), 0);
+  ck_assert_int_eq(uva_await(b, NULL), 0);
+  ck_assert_int_eq(uva_await(c, NULL), 0);
+  ck_assert_int_eq(nfired, 2);
+  ck_assert_int_eq(fired[0], 0);
+  ck_assert_int_eq(fired[1], 10);
+  return 0;
+}
+START_TEST(test_sleep0_goes_before_timers_due_meanwhile) {
+  ck_assert_int_eq(RUN_MAIN(sleep0_goes_before_timers_due_meanwhile, NULL), 0);
 }
 END_TEST
 
@@ -100,6 +130,7 @@ static Suite *suite(void) {
   Suite *s = suite_create("timer");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_sleeps_fire_in_deadline_order);
+  tcase_add_test(tc, test_sleep0_goes_before_timers_due_meanwhile);
   tcase_add_test(tc, test_sleep_waits_at_least_its_time);
   tcase_add_test(tc, test_cancelled_and_released_sleeps_leave_the_heap);
   tcase_add_test(tc, test_yield_lets_timers_run);
