@@ -65,13 +65,13 @@ struct uva_http_client {
   CURLSH *share;      /* the cookie jar, when cookies are on */
   uv_timer_t timer;
   uv_timer_t reap;    /* fails transfers whose socket could not be polled */
-  uva__link_t active; /* requests curl has */
+  uva__link_t active; /* requests the client holds (q->held) */
   uva__link_t polls;  /* open poll handles */
   struct idle_easy *free_easy; /* easy handles between requests */
   size_t nfree, free_cap;
   size_t closing;     /* handles whose close callback has not run */
-  size_t nactive;     /* requests curl has */
-  size_t peak;        /* the most requests curl has had at once */
+  size_t nactive;     /* their number */
+  size_t peak;        /* the most ever held at once */
   bool freed;
   char *user_agent, *protocols, *ca_file;
   int64_t timeout_ms, connect_timeout_ms;
@@ -100,7 +100,7 @@ typedef struct http_req {
   CURL *easy;
   struct curl_slist *headers;
   uva__link_t link; /* client->active */
-  bool in_multi;    /* the client has it: on `active`, with a reference */
+  bool held;        /* the client has it: on `active`, with a reference */
   bool added;       /* curl has it (false while body_file opens) */
   bool too_big;
   bool oom;
@@ -374,11 +374,11 @@ static void easy_put(uva_http_client_t *c, CURL *e, bool ready) {
  * back its easy handle and free what it holds. Returns whether the client
  * held a reference (the caller drops it last: it may free q). */
 static bool req_detach(http_req_t *q) {
-  bool held = q->in_multi;
-  if (q->in_multi) {
+  bool held = q->held;
+  if (q->held) {
     if (q->added) curl_multi_remove_handle(q->client->multi, q->easy);
     q->added = false;
-    q->in_multi = false;
+    q->held = false;
     q->client->nactive--;
     uva__list_unlink(&q->link);
   }
@@ -454,7 +454,7 @@ static void stream_serve(uva_http_stream_t *s) {
 /* Resume a transfer paused for back-pressure once there is room. */
 static void stream_resume(uva_http_stream_t *s) {
   http_req_t *q = s->q;
-  if (!s->paused || q == NULL || !q->in_multi || s->len >= q->client->stream_buffer) return;
+  if (!s->paused || q == NULL || !q->held || s->len >= q->client->stream_buffer) return;
   s->paused = false;
   pause_update(q);
 }
@@ -596,31 +596,40 @@ void uva_http_stream_close(uva_http_stream_t *s) {
 
 static void on_upload_read(uv_fs_t *r);
 
-/* Read the next buffer on libuv's pool. The read holds a reference on q
- * (and counts as a loop job): the buffer must outlive a cancelled request. */
+/* The upload's pool request (the open, then each read) is in flight: it
+ * holds a reference on q (the buffer must outlive a cancelled request) and
+ * counts as a loop job. */
+static void upload_busy(http_req_t *q) {
+  q->up->req.data = q;
+  q->up->busy = true;
+  q->base.refs++;
+  q->base.loop->jobs++;
+}
+
+/* It is back: its result. The caller drops its reference on q last. */
+static ssize_t upload_back(http_req_t *q) {
+  ssize_t res = q->up->req.result;
+  uv_fs_req_cleanup(&q->up->req);
+  q->base.loop->jobs--;
+  q->up->busy = false;
+  return res;
+}
+
+/* Read the next buffer on libuv's pool. */
 static void upload_fill(http_req_t *q) {
   upload_t *u = q->up;
   uv_buf_t b = uv_buf_init(u->buf, UPLOAD_BUF);
   int rc = uv_fs_read(q->base.loop->uv, &u->req, u->fd, &b, 1, u->seekable ? u->off : -1,
                       on_upload_read);
-  if (rc < 0) {
-    u->err = rc;
-    return;
-  }
-  u->req.data = q;
-  u->busy = true;
-  q->base.refs++;
-  q->base.loop->jobs++;
+  if (rc < 0) u->err = rc;
+  else upload_busy(q);
 }
 
 static void on_upload_read(uv_fs_t *r) {
   http_req_t *q = r->data;
   upload_t *u = q->up;
-  ssize_t res = r->result;
-  uv_fs_req_cleanup(r);
-  q->base.loop->jobs--;
-  u->busy = false;
-  if (!q->in_multi) {
+  ssize_t res = upload_back(q);
+  if (!q->held) {
     upload_free(q);
   } else if (u->stale) { /* curl rewound meanwhile: read again from there */
     u->stale = false;
@@ -1136,8 +1145,7 @@ static bool bad_method(const char *s) {
 static void on_upload_open(uv_fs_t *r);
 
 /* Open body_file on libuv's pool (a FIFO waits there for its writer, not
- * on the loop). The open holds a reference on q and counts as a loop job;
- * curl gets q when it is done (on_upload_open). */
+ * on the loop); curl gets q when it is open (on_upload_open). */
 static int upload_open(http_req_t *q, const char *path) {
   upload_t *u = uva__calloc(1, sizeof *u);
   if (u == NULL) return UV_ENOMEM;
@@ -1146,10 +1154,7 @@ static int upload_open(http_req_t *q, const char *path) {
   if ((u->buf = uva__malloc(UPLOAD_BUF)) == NULL) return UV_ENOMEM;
   int rc = uv_fs_open(q->base.loop->uv, &u->req, path, O_RDONLY | O_CLOEXEC, 0, on_upload_open);
   if (rc < 0) return rc;
-  u->req.data = q;
-  u->busy = true;
-  q->base.refs++;
-  q->base.loop->jobs++;
+  upload_busy(q);
   return 0;
 }
 
@@ -1165,15 +1170,19 @@ static int upload_size(upload_t *u, curl_off_t *size) {
 
 static void req_fail_start(http_req_t *q, int rc);
 
+/* The message of a request that could not start (curl has none). */
+static void start_error(http_req_t *q, int rc, bool file) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "%s%s", file ? "body_file: " : "", uva_strerror(rc));
+  set_error(q, msg);
+}
+
 static void on_upload_open(uv_fs_t *r) {
   http_req_t *q = r->data;
   upload_t *u = q->up;
-  int rc = (int)r->result;
-  uv_fs_req_cleanup(r);
-  q->base.loop->jobs--;
-  u->busy = false;
+  int rc = (int)upload_back(q);
   if (rc >= 0) u->fd = rc;
-  if (!q->in_multi) { /* finished (cancelled, client freed) meanwhile */
+  if (!q->held) { /* finished (cancelled, client freed) meanwhile */
     upload_free(q);
   } else {
     curl_off_t size = -1;
@@ -1331,16 +1340,14 @@ static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_re
   }
   int rc = req_setup(q, rq, ready);
   if (rc < 0) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s%s", rq->body_file ? "body_file: " : "", uva_strerror(rc));
-    set_error(q, msg);
+    start_error(q, rc, rq->body_file != NULL);
     return rc;
   }
   if (q->up == NULL) { /* a body_file is added once it is open */
     if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) return UV_ENOMEM;
     q->added = true;
   }
-  q->in_multi = true;
+  q->held = true;
   uva__list_push(&c->active, &q->link);
   /* curl's connection cache holds 4 idle connections per easy handle it
    * has *now*: when a burst of transfers ends before the next requests are
@@ -1349,17 +1356,16 @@ static int req_start(uva_http_client_t *c, const uva_http_request_t *rq, http_re
    * instead of 100). Keep curl's 4 per handle, of the most ever in flight. */
   if (++c->nactive > c->peak) {
     c->peak = c->nactive;
-    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(c->peak < LONG_MAX / 4 ? 4 * c->peak : LONG_MAX));
+    long cache = c->peak < LONG_MAX / 4 ? (long)(4 * c->peak) : LONG_MAX;
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, cache);
   }
-  q->base.refs++; /* the client's, while curl has it */
+  q->base.refs++; /* the client's, while it holds q */
   return 0;
 }
 
 /* body_file could not be opened, or q could not be given to curl after. */
 static void req_fail_start(http_req_t *q, int rc) {
-  char msg[128];
-  snprintf(msg, sizeof msg, "body_file: %s", uva_strerror(rc));
-  set_error(q, msg);
+  start_error(q, rc, true);
   if (q->streaming) stream_end(q, rc);
   else req_finish(q, rc, NULL);
 }
