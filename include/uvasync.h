@@ -55,12 +55,35 @@
  * future that is already done hands over its result, as in asyncio, where
  * the cancel is thrown at the next suspension). The request is delivered once;
  * later awaits work normally so the task can clean up (they may themselves
- * await). If the awaited future finished with a result before the cancel
- * could take effect, that result is returned (nothing is lost) and the
- * cancel is delivered at the task's next await instead. A task that returns
- * while a cancel is still undelivered ends cancelled, as in asyncio.
- * Cancelling a task that has not started yet completes it cancelled without
- * running it.
+ * await). A task that returns while a cancel is still undelivered ends
+ * cancelled, as in asyncio (except a late cancel, below). Cancelling a task
+ * that has not started yet completes it cancelled without running it. A
+ * task awaiting itself (directly or through tasks awaiting each other)
+ * gets UVA_EDEADLK instead of waiting forever.
+ *
+ * CANCELLATION LOSES NOTHING. A cancel can arrive after what the task
+ * awaits has completed but before the task has resumed to see it. Then
+ * exactly one of two things happens:
+ *  - The hand-off is undone, nothing is consumed, and the await returns
+ *    UV_ECANCELED (asyncio's outcome): an item handed to a queue getter
+ *    goes back to the front of the queue (or to the next getter); a
+ *    putter's item comes out of the queue again if no getter took it (and
+ *    is freed as a cancelled put's item is); a lock or a semaphore permit
+ *    goes on to the next waiter; a condition waiter's wake-up goes to the
+ *    next waiter (it still returns holding the lock).
+ *  - Or it cannot be undone (a file was written, a job ran, a response
+ *    arrived, a sleep ended, a barrier round passed, the put item was
+ *    taken already, the object was freed): the operation happened, and the
+ *    await returns its result. The cancel is then late: it is delivered at
+ *    the task's next await that suspends, but a task that returns before
+ *    that ends with its own result, not cancelled, because that result
+ *    reports work that was done (asyncio would raise CancelledError at the
+ *    await and lose the result).
+ * Work that cannot be stopped once it runs (to_thread jobs, file requests)
+ * completes with its real outcome when cancelled while running; wait_for
+ * returns a result that arrived while it was cancelling. So a caller never
+ * sees "cancelled" for an operation that happened, and never loses an item,
+ * a permit or a wake-up to a cancel.
  */
 #ifndef UVASYNC_H
 #define UVASYNC_H
@@ -92,6 +115,7 @@ extern "C" {
 #define UVA_ENOLOOP (-30009)       /* no uvasync loop on this thread */
 #define UVA_ECLOSED (-30010)       /* the loop is closing or closed */
 #define UVA_ELIMIT (-30011)        /* read_until: no delimiter within the limit */
+#define UVA_EDEADLK (-30012)       /* a task awaited itself (or a task awaiting it) */
 
 /* Message for any code above or any libuv code. Never NULL; static. */
 const char *uva_strerror(int err);
@@ -249,6 +273,15 @@ const char *uva_task_where(const uva_future_t *task);
  * timeout scope withdrew on exit (asyncio's cancelling(); delivery does not
  * lower it). 0 outside tasks. */
 int uva_cancelling(void);
+/* Cancel requests made to task so far, less those withdrawn (asyncio's
+ * Task.cancelling()); 0 for a non-task. */
+int uva_task_cancelling(const uva_future_t *task);
+/* asyncio's Task.uncancel(): withdraw one cancel request; when none is
+ * left, a request not delivered yet is withdrawn too (asyncio 3.13), so
+ * the task's next await runs normally. For code that handles a cancel it
+ * caused itself (a timeout scope does this on exit). Returns the requests
+ * left, or UV_EINVAL if task is not a task. */
+int uva_task_uncancel(uva_future_t *task);
 /* Copy up to max borrowed pointers to the loop's unfinished tasks into out;
  * returns the total number of unfinished tasks (asyncio.all_tasks). */
 size_t uva_all_tasks(uva_loop_t *loop, uva_future_t **out, size_t max);
@@ -387,10 +420,14 @@ int uva_group_join(uva_group_t *g);
 
 /* --------------------------------------------------------- sync objects */
 /* Every acquire/wait returns a future: await it in a task, or add a done
- * callback. Waiters are served first come, first served. A waiter whose
- * future is cancelled before it was served leaves the line without taking a
- * wake-up, a permit or an item from anyone. Freeing an object with waiters
- * fails them with UVA_ECLOSED. */
+ * callback. Waiters are served first come, first served, and a lock or a
+ * permit is handed straight to the next waiter, so nobody barges in
+ * between (a release followed at once by an acquire queues behind the
+ * waiter it woke). A waiter whose future is cancelled before it was served
+ * leaves the line without taking a wake-up, a permit or an item from
+ * anyone; one served and then cancelled before its task resumed gives it
+ * back (see CANCELLATION LOSES NOTHING at the top). Freeing an object with
+ * waiters fails them with UVA_ECLOSED. */
 
 typedef struct uva_lock uva_lock_t;
 uva_lock_t *uva_lock_new(void);                  /* NULL on ENOMEM/no loop */

@@ -190,7 +190,7 @@ static void gather_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t gather_fops = {"gather", gather_cancel, gather_destroy,
-                                        sizeof(gather_t)};
+                                        sizeof(gather_t), NULL};
 
 uva_future_t *uva_gather(uva_future_t *const *fs, size_t n, int flags) {
   uva_loop_t *loop = uva__loop();
@@ -329,7 +329,7 @@ static void wait_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t wait_fops = {"wait", wait_cancel, wait_destroy,
-                                      sizeof(wait_fut_t)};
+                                      sizeof(wait_fut_t), NULL};
 
 uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
                        int64_t timeout_ms) {
@@ -422,7 +422,7 @@ static void wait_for_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t wait_for_fops = {"wait_for", wait_for_cancel, wait_for_destroy,
-                                          sizeof(wait_for_t)};
+                                          sizeof(wait_for_t), NULL};
 
 uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms) {
   if (f == NULL) return NULL;
@@ -485,7 +485,7 @@ static void shield_destroy(uva_future_t *f) {
 
 /* Cancelling the outer completes it now and leaves f alone. */
 static const uva__fops_t shield_fops = {"shield", uva__future_cancel_now, shield_destroy,
-                                        sizeof(shield_t)};
+                                        sizeof(shield_t), NULL};
 
 uva_future_t *uva_shield(uva_future_t *f) {
   if (f == NULL) return NULL;
@@ -530,7 +530,7 @@ static int ac_waiter_cancel(uva_future_t *f) {
   return uva__future_cancel_now(f);
 }
 static const uva__fops_t ac_waiter_fops = {"as_completed", ac_waiter_cancel,
-                                           ac_waiter_destroy, sizeof(uva_future_t)};
+                                           ac_waiter_destroy, sizeof(uva_future_t), NULL};
 
 /* Hand out what can be handed out to the waiters in line. */
 static void ac_serve(uva_as_completed_t *it) {
@@ -836,7 +836,7 @@ static int group_cancel(uva_future_t *f) {
   return 1;
 }
 
-static const uva__fops_t group_fops = {"group", group_cancel, NULL, sizeof(uva_group_t)};
+static const uva__fops_t group_fops = {"group", group_cancel, NULL, sizeof(uva_group_t), NULL};
 
 uva_group_t *uva_group_new(void) {
   uva_loop_t *loop = uva__loop();

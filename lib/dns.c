@@ -24,7 +24,7 @@ static int dns_cancel(uva_future_t *f) {
   return 1;
 }
 
-static const uva__fops_t dns_fops = {"dns", dns_cancel, NULL, sizeof(dnsop_t)};
+static const uva__fops_t dns_fops = {"dns", dns_cancel, NULL, sizeof(dnsop_t), NULL};
 
 static void free_addrinfo(void *p) { uv_freeaddrinfo(p); }
 

@@ -12,7 +12,8 @@
   X(UVA_ENOTLOCKED, "lock is not held")                            \
   X(UVA_ENOLOOP, "no uvasync loop on this thread")                 \
   X(UVA_ECLOSED, "loop or object is closed")                       \
-  X(UVA_ELIMIT, "delimiter not found within the limit")
+  X(UVA_ELIMIT, "delimiter not found within the limit")           \
+  X(UVA_EDEADLK, "a task cannot await itself or a task awaiting it")
 
 const char *uva_strerror(int err) {
 #define X(code, msg) \

@@ -49,7 +49,7 @@ static void fs_destroy(uva_future_t *f) {
   uva__free(o->buf);
 }
 
-static const uva__fops_t fs_fops = {"fs", fs_cancel, fs_destroy, sizeof(fsop_t)};
+static const uva__fops_t fs_fops = {"fs", fs_cancel, fs_destroy, sizeof(fsop_t), NULL};
 
 static fsop_t *fs_new(uva_loop_t **loopp, int kind) {
   uva_loop_t *loop = uva__loop();

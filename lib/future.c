@@ -10,7 +10,7 @@
 #include <string.h>
 
 const uva__fops_t uva__plain_fops = {"future", uva__future_cancel_now, NULL,
-                                     sizeof(uva__small_future_t)};
+                                     sizeof(uva__small_future_t), NULL};
 
 uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops) {
   uva_future_t *f;

@@ -407,7 +407,7 @@ static void req_destroy(uva_future_t *f) {
   req_detach((http_req_t *)f);
 }
 
-static const uva__fops_t http_fops = {"http", req_cancel, req_destroy, sizeof(http_req_t)};
+static const uva__fops_t http_fops = {"http", req_cancel, req_destroy, sizeof(http_req_t), NULL};
 
 /* ---------------------------------------------------------- streaming */
 /* A streaming request is an http_req_t the user never sees, referenced by
@@ -528,7 +528,7 @@ static void open_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t open_fops = {"http_stream_open", open_cancel, open_destroy,
-                                      sizeof(uva__small_future_t)};
+                                      sizeof(uva__small_future_t), NULL};
 
 static int read_cancel(uva_future_t *f) {
   reader_done(((uva__small_future_t *)f)->owner, UV_ECANCELED);
@@ -541,7 +541,7 @@ static void read_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t read_fops = {"http_stream_read", read_cancel, read_destroy,
-                                      sizeof(uva__small_future_t)};
+                                      sizeof(uva__small_future_t), NULL};
 
 const uva_http_response_t *uva_http_stream_response(const uva_http_stream_t *s) {
   return s ? s->head : NULL;

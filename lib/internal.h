@@ -104,6 +104,12 @@ typedef struct uva__fops {
   /* Free kind-specific resources; the base is freed by the caller. */
   void (*destroy)(uva_future_t *f);
   size_t size; /* allocation size: small futures come from a free list */
+  /* Undo a hand-off the awaiting task has not seen yet (an item, a lock, a
+   * permit given to a waiter that was then cancelled before it resumed),
+   * so that the cancel wins and nothing is consumed. Returns 1 if undone
+   * (the future's value is gone then), 0 if it cannot be (the operation
+   * happened; the task sees its result). NULL: nothing to undo. */
+  int (*reclaim)(uva_future_t *f);
 } uva__fops_t;
 
 struct uva_future {
@@ -199,6 +205,13 @@ typedef struct uva__task {
   int await_line;
   int cancel_requests;      /* asyncio cancelling() */
   int cancel_pending;       /* a request not yet delivered */
+  uint8_t cancel_late;      /* the pending cancel came after the awaited
+                             * result was in, and the task saw that result:
+                             * delivered at the next await that suspends,
+                             * but it does not undo a task that returns
+                             * before that */
+  uint8_t in_cancel;        /* uva__task_cancel is running for this task
+                             * (await cycles would recurse forever) */
   uint8_t started, finished;
   int result;
   void *ret_value;

@@ -154,7 +154,7 @@ static void read_destroy(uva_future_t *f) {
 /* Small enough for the loop's free list of small futures (a read per
  * message must not cost a malloc). */
 static const uva__fops_t read_fops = {"stream_read", read_cancel, read_destroy,
-                                      sizeof(readop_t)};
+                                      sizeof(readop_t), NULL};
 _Static_assert(sizeof(readop_t) <= sizeof(uva__small_future_t), "readop fits the free list");
 
 static void consume(uva_stream_t *s, size_t k) {
@@ -360,7 +360,7 @@ static int req_cancel(uva_future_t *f) {
   return 1;
 }
 
-static const uva__fops_t req_fops = {"stream_req", req_cancel, NULL, sizeof(reqop_t)};
+static const uva__fops_t req_fops = {"stream_req", req_cancel, NULL, sizeof(reqop_t), NULL};
 
 static void req_done(reqop_t *o, int status) {
   uva_loop_t *loop = o->base.loop;
@@ -461,7 +461,7 @@ static int conn_cancel(uva_future_t *f) {
 
 static void conn_destroy(uva_future_t *f) { uva__free(((connop_t *)f)->path); }
 
-static const uva__fops_t conn_fops = {"connect", conn_cancel, conn_destroy, sizeof(connop_t)};
+static const uva__fops_t conn_fops = {"connect", conn_cancel, conn_destroy, sizeof(connop_t), NULL};
 
 static void conn_done(connop_t *o, int status, uva_stream_t *s) {
   uva_loop_t *loop = o->base.loop;
@@ -630,7 +630,7 @@ static int close_cancel(uva_future_t *f) {
   return 1;
 }
 
-static const uva__fops_t close_fops = {"server_close", close_cancel, NULL, sizeof(closeop_t)};
+static const uva__fops_t close_fops = {"server_close", close_cancel, NULL, sizeof(closeop_t), NULL};
 
 static void server_free(uva_server_t *srv) {
   uva__free(srv->path);

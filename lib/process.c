@@ -20,7 +20,7 @@ struct uva_process {
 };
 
 static const uva__fops_t waiter_fops = {"process", uva__waiter_cancel, uva__waiter_destroy,
-                                        sizeof(uva__small_future_t)};
+                                        sizeof(uva__small_future_t), NULL};
 
 static void complete_waiters(uva_process_t *p, int status) {
   uva__link_t *l;

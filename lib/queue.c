@@ -9,7 +9,14 @@
  * the queue is empty, putters only while it is full. A put with a getter
  * waiting hands the item straight to it, and a get from a full queue pulls
  * the first putter's item in, each as one step: nothing is ever woken just
- * to retry, and a cancelled waiter cannot take an item or a slot with it. */
+ * to retry, and a cancelled waiter cannot take an item or a slot with it.
+ *
+ * A waiter served that way stays on the `handed` line until its future
+ * goes. If its task is cancelled in between (before it resumed), the task
+ * layer asks for the hand-off back (reclaim): the item returns to the
+ * front, or the putter's item leaves the store if no getter took it yet,
+ * so the cancel wins and nothing is consumed, as in asyncio, where a woken
+ * waiter only takes its item when it runs. */
 #include "internal.h"
 
 #include <string.h>
@@ -22,19 +29,24 @@ typedef struct pq_ent {
   uint64_t seq;
 } pq_ent_t;
 
+/* Seqs start high so that an item given back to the front of a PRIORITY
+ * queue can take one below every other (front_seq counts down). */
+#define SEQ_START ((uint64_t)1 << 62)
+
 struct uva_queue {
   uva_loop_t *loop;
   int kind;
   size_t maxsize;
   int (*cmp)(const void *a, const void *b);
   uva_free_fn item_free;
-  void **ring;   /* FIFO / LIFO */
-  pq_ent_t *heap; /* PRIORITY */
+  pq_ent_t *ents; /* a ring (FIFO / LIFO) or a heap (PRIORITY) */
   size_t cap, head, len;
-  uint64_t seq;
+  uint64_t seq, front_seq;
   size_t unfinished; /* put but not yet task_done */
-  bool shutdown;
+  bool shutdown, immediate;
   uva__link_t getters, putters, joiners;
+  uva__link_t handed; /* served getters and putters whose task has not
+                       * resumed yet: their hand-off can still be undone */
 };
 
 static void drop(uva_queue_t *q, void *item) {
@@ -50,68 +62,110 @@ static bool pq_before(const uva_queue_t *q, const pq_ent_t *a, const pq_ent_t *b
 
 static int store_grow(uva_queue_t *q) {
   size_t cap = q->cap ? q->cap * 2 : 16;
+  pq_ent_t *e = uva__malloc(cap * sizeof *e);
+  if (e == NULL) return UV_ENOMEM;
   if (q->kind == UVA_QUEUE_PRIORITY) {
-    pq_ent_t *h = uva__malloc(cap * sizeof *h);
-    if (h == NULL) return UV_ENOMEM;
-    if (q->len) memcpy(h, q->heap, q->len * sizeof *h);
-    uva__free(q->heap);
-    q->heap = h;
+    if (q->len) memcpy(e, q->ents, q->len * sizeof *e);
   } else {
-    void **r = uva__malloc(cap * sizeof *r);
-    if (r == NULL) return UV_ENOMEM;
-    for (size_t i = 0; i < q->len; i++) r[i] = q->ring[(q->head + i) & (q->cap - 1)];
-    uva__free(q->ring);
-    q->ring = r;
+    for (size_t i = 0; i < q->len; i++) e[i] = q->ents[(q->head + i) & (q->cap - 1)];
     q->head = 0;
   }
+  uva__free(q->ents);
+  q->ents = e;
   q->cap = cap;
   return 0;
 }
 
-static int store_push(uva_queue_t *q, void *item) {
-  if (q->len == q->cap && store_grow(q) != 0) return UV_ENOMEM;
-  if (q->kind != UVA_QUEUE_PRIORITY) {
-    q->ring[(q->head + q->len++) & (q->cap - 1)] = item;
-    return 0;
-  }
-  pq_ent_t e = {item, q->seq++};
-  size_t i = q->len++;
+static pq_ent_t *ring_at(uva_queue_t *q, size_t i) {
+  return &q->ents[(q->head + i) & (q->cap - 1)];
+}
+
+static void heap_up(uva_queue_t *q, size_t i) {
+  pq_ent_t e = q->ents[i];
   while (i > 0) {
     size_t parent = (i - 1) / 2;
-    if (!pq_before(q, &e, &q->heap[parent])) break;
-    q->heap[i] = q->heap[parent];
+    if (!pq_before(q, &e, &q->ents[parent])) break;
+    q->ents[i] = q->ents[parent];
     i = parent;
   }
-  q->heap[i] = e;
+  q->ents[i] = e;
+}
+
+static void heap_down(uva_queue_t *q, size_t i) {
+  pq_ent_t e = q->ents[i];
+  size_t n = q->len;
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = l;
+    if (l >= n) break;
+    if (r < n && pq_before(q, &q->ents[r], &q->ents[l])) m = r;
+    if (!pq_before(q, &q->ents[m], &e)) break;
+    q->ents[i] = q->ents[m];
+    i = m;
+  }
+  q->ents[i] = e;
+}
+
+/* Push an item; its seq identifies it while it is stored (see
+ * putter_reclaim). front: where the next get takes from (an item given
+ * back by a getter that was cancelled before it resumed). */
+static int store_push(uva_queue_t *q, void *item, bool front, uint64_t *seq_out) {
+  if (q->len == q->cap && store_grow(q) != 0) return UV_ENOMEM;
+  pq_ent_t e = {item, front ? q->front_seq-- : q->seq++};
+  if (seq_out) *seq_out = e.seq;
+  if (q->kind == UVA_QUEUE_PRIORITY) {
+    q->ents[q->len++] = e;
+    heap_up(q, q->len - 1);
+  } else if (front && q->kind == UVA_QUEUE_FIFO) {
+    q->head = (q->head - 1) & (q->cap - 1);
+    q->ents[q->head] = e;
+    q->len++;
+  } else { /* FIFO back, LIFO top (the front of a LIFO is its top) */
+    *ring_at(q, q->len++) = e;
+  }
   return 0;
 }
 
 /* Caller checks len > 0. */
 static void *store_pop(uva_queue_t *q) {
-  size_t mask = q->cap - 1;
   if (q->kind == UVA_QUEUE_FIFO) {
-    void *item = q->ring[q->head];
-    q->head = (q->head + 1) & mask;
+    void *item = q->ents[q->head].item;
+    q->head = (q->head + 1) & (q->cap - 1);
     q->len--;
     return item;
   }
-  if (q->kind == UVA_QUEUE_LIFO) return q->ring[(q->head + --q->len) & mask];
-  void *top = q->heap[0].item;
-  pq_ent_t e = q->heap[--q->len];
-  size_t i = 0, n = q->len;
-  for (;;) {
-    size_t l = 2 * i + 1, r = l + 1, m = l;
-    if (l >= n) break;
-    if (r < n && pq_before(q, &q->heap[r], &q->heap[l])) m = r;
-    if (!pq_before(q, &q->heap[m], &e)) break;
-    q->heap[i] = q->heap[m];
-    i = m;
-  }
-  if (n) q->heap[i] = e;
+  if (q->kind == UVA_QUEUE_LIFO) return ring_at(q, --q->len)->item;
+  void *top = q->ents[0].item;
+  q->ents[0] = q->ents[--q->len];
+  if (q->len) heap_down(q, 0);
   return top;
 }
 
+/* Take out the stored entry with this seq, if it is still there. Linear:
+ * only a putter cancelled in the instant after being served needs it. */
+static bool store_remove(uva_queue_t *q, uint64_t seq, void **item) {
+  for (size_t i = 0; i < q->len; i++) {
+    pq_ent_t *e = q->kind == UVA_QUEUE_PRIORITY ? &q->ents[i] : ring_at(q, i);
+    if (e->seq != seq) continue;
+    *item = e->item;
+    if (q->kind == UVA_QUEUE_PRIORITY) {
+      q->ents[i] = q->ents[--q->len];
+      if (i < q->len) {
+        heap_down(q, i);
+        heap_up(q, i);
+      }
+    } else {
+      for (size_t k = i; k + 1 < q->len; k++) *ring_at(q, k) = *ring_at(q, k + 1);
+      q->len--;
+    }
+    return true;
+  }
+  return false;
+}
+
 /* ---------------------------------------------------------------- waiters */
+
+/* A served putter remembers its item's seq here (its timer is unused). */
+#define PUT_SEQ(f) (W(f)->timer.deadline)
 
 /* A put waiter owns its item until it is served (item moved, NULL here). */
 static int putter_cancel(uva_future_t *f) {
@@ -129,12 +183,15 @@ static void putter_destroy(uva_future_t *f) {
   if (item) drop(W(f)->owner, item);
 }
 
+static int getter_reclaim(uva_future_t *f);
+static int putter_reclaim(uva_future_t *f);
+
 static const uva__fops_t get_fops = {"queue.get", uva__waiter_cancel, uva__waiter_destroy,
-                                     sizeof(uva__small_future_t)};
+                                     sizeof(uva__small_future_t), getter_reclaim};
 static const uva__fops_t put_fops = {"queue.put", putter_cancel, putter_destroy,
-                                     sizeof(uva__small_future_t)};
+                                     sizeof(uva__small_future_t), putter_reclaim};
 static const uva__fops_t join_fops = {"queue.join", uva__waiter_cancel, uva__waiter_destroy,
-                                      sizeof(uva__small_future_t)};
+                                      sizeof(uva__small_future_t), NULL};
 
 static uva_future_t *shift_future(uva__link_t *line) {
   uva__link_t *l = uva__list_shift(line);
@@ -151,6 +208,16 @@ static void fail_line(uva_queue_t *q, uva__link_t *line, int status) {
   }
 }
 
+/* Complete a waiter that got what it waited for, keeping it on the
+ * handed line until its future goes (destroy unlinks it). */
+static void serve(uva_queue_t *q, uva_future_t *f, int status, void *item) {
+  uva__list_push(&q->handed, &f->link);
+  uva__future_complete(f, status, item, item ? q->item_free : NULL);
+}
+
+static void joiners_wake(uva_queue_t *q);
+static bool is_full(const uva_queue_t *q) { return q->maxsize && q->len >= q->maxsize; }
+
 /* ------------------------------------------------------------------ core */
 
 /* Accept an item (room known): straight to the first getter, else store. */
@@ -158,30 +225,82 @@ static int enqueue(uva_queue_t *q, void *item) {
   uva_future_t *g = shift_future(&q->getters);
   if (g) {
     q->unfinished++;
-    uva__future_complete(g, 0, item, q->item_free);
+    serve(q, g, 0, item);
     return 0;
   }
-  if (store_push(q, item) != 0) return UV_ENOMEM; /* the caller still has item */
+  if (store_push(q, item, false, NULL) != 0) return UV_ENOMEM; /* the caller keeps item */
   q->unfinished++;
   return 0;
+}
+
+/* A slot is free: let the first putter's item in. */
+static void admit_putter(uva_queue_t *q) {
+  if (is_full(q)) return; /* still over: an item given back (getter_reclaim) */
+  uva_future_t *p = shift_future(&q->putters);
+  if (p == NULL) return;
+  void *pitem = W(p)->item;
+  W(p)->item = NULL;
+  /* A slot was just freed, so the store has room: this cannot grow. */
+  uint64_t seq = 0;
+  int rc = store_push(q, pitem, false, &seq);
+  if (rc == 0) {
+    q->unfinished++;
+    PUT_SEQ(p) = seq;
+    serve(q, p, 0, NULL);
+  } else {
+    drop(q, pitem);
+    uva__future_complete(p, rc, NULL, NULL);
+  }
 }
 
 /* Take the next item (len > 0) and let the first putter into the slot. */
 static void *take(uva_queue_t *q) {
   void *item = store_pop(q);
-  uva_future_t *p = shift_future(&q->putters);
-  if (p) {
-    void *pitem = W(p)->item;
-    W(p)->item = NULL;
-    /* A slot was just freed, so the store has room: this cannot grow. */
-    int rc = store_push(q, pitem);
-    if (rc == 0) q->unfinished++; else drop(q, pitem);
-    uva__future_complete(p, rc, NULL, NULL);
-  }
+  admit_putter(q);
   return item;
 }
 
-static bool is_full(const uva_queue_t *q) { return q->maxsize && q->len >= q->maxsize; }
+/* A getter served an item was cancelled before its task resumed: the item
+ * goes back where the next get takes from (to the next getter in line, or
+ * the front of the store), as if it had never been handed out: asyncio's
+ * cancelled getter takes nothing. The store may hold maxsize + 1 items
+ * for a moment then. */
+static int getter_reclaim(uva_future_t *f) {
+  uva_queue_t *q = W(f)->owner;
+  void *item = f->value;
+  if (q == NULL || item == NULL) return 0; /* queue freed: nothing to give back to */
+  if (q->immediate) {
+    drop(q, item); /* shut down at once since: dropped like the others */
+    if (q->unfinished && --q->unfinished == 0) joiners_wake(q);
+  } else {
+    uva_future_t *g = shift_future(&q->getters);
+    if (g)
+      serve(q, g, 0, item);
+    else if (store_push(q, item, true, NULL) != 0)
+      return 0; /* no memory to give it back: the get stands */
+  }
+  f->value = NULL;
+  f->free_fn = NULL;
+  uva__list_unlink(&f->link);
+  W(f)->owner = NULL;
+  return 1;
+}
+
+/* A putter let in was cancelled before its task resumed: its item comes
+ * out again if no getter has taken it yet (asyncio's cancelled putter
+ * puts nothing), and is freed as a cancelled put's item is (rule 3).
+ * Taken already: the put happened and the task sees that. */
+static int putter_reclaim(uva_future_t *f) {
+  uva_queue_t *q = W(f)->owner;
+  void *item = NULL;
+  if (q == NULL || !store_remove(q, PUT_SEQ(f), &item)) return 0;
+  uva__list_unlink(&f->link);
+  W(f)->owner = NULL;
+  drop(q, item);
+  if (q->unfinished && --q->unfinished == 0) joiners_wake(q);
+  admit_putter(q);
+  return 1;
+}
 
 uva_queue_t *uva_queue_new(const uva_queue_opts_t *opts) {
   uva_loop_t *loop = uva__loop();
@@ -197,9 +316,12 @@ uva_queue_t *uva_queue_new(const uva_queue_opts_t *opts) {
   q->maxsize = o.maxsize;
   q->cmp = o.cmp;
   q->item_free = o.item_free;
+  q->seq = SEQ_START;
+  q->front_seq = SEQ_START - 1;
   uva__list_init(&q->getters);
   uva__list_init(&q->putters);
   uva__list_init(&q->joiners);
+  uva__list_init(&q->handed);
   return q;
 }
 
@@ -208,9 +330,11 @@ void uva_queue_free(uva_queue_t *q) {
   fail_line(q, &q->getters, UVA_ECLOSED);
   fail_line(q, &q->putters, UVA_ECLOSED);
   fail_line(q, &q->joiners, UVA_ECLOSED);
+  /* Served waiters outlive the queue: nothing to give back to now. */
+  uva_future_t *f;
+  while ((f = shift_future(&q->handed)) != NULL) W(f)->owner = NULL;
   while (q->len) drop(q, store_pop(q));
-  uva__free(q->ring);
-  uva__free(q->heap);
+  uva__free(q->ents);
   uva__free(q);
 }
 
@@ -242,7 +366,7 @@ uva_future_t *uva_queue_get(uva_queue_t *q) {
   if (f == NULL) return NULL;
   if (q->len) {
     void *item = take(q);
-    uva__future_complete(f, 0, item, q->item_free);
+    uva__future_complete(f, 0, item, q->item_free); /* not waited: no undo */
   } else if (q->shutdown) {
     uva__future_complete(f, UVA_ESHUTDOWN, NULL, NULL);
   } else {
@@ -294,6 +418,7 @@ void uva_queue_shutdown(uva_queue_t *q, int immediate) {
   if (q == NULL) return;
   q->shutdown = true;
   if (immediate) {
+    q->immediate = true;
     while (q->len) {
       void *item = store_pop(q);
       if (q->unfinished) q->unfinished--;

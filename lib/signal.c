@@ -51,7 +51,7 @@ static int sig_cancel(uva_future_t *f) {
 
 static void sig_destroy(uva_future_t *f) { sig_close((sigwait_t *)f); }
 
-static const uva__fops_t sig_fops = {"signal", sig_cancel, sig_destroy, sizeof(sigwait_t)};
+static const uva__fops_t sig_fops = {"signal", sig_cancel, sig_destroy, sizeof(sigwait_t), NULL};
 
 uva_future_t *uva_signal_wait(int signum) {
   uva_loop_t *loop = uva__loop();

@@ -4,14 +4,21 @@
  * `link`. The line holds no reference: a waiter whose last reference goes
  * leaves the line in destroy(). Serving a waiter unlinks it and completes it
  * in one step, so the lock / permit / wake-up is handed over atomically and
- * a waiter cancelled before being served simply leaves; one cancelled after
- * being served keeps what it got (the task layer reports the cancel at the
- * next await). Lock and Semaphore hand off directly to the next waiter
+ * a waiter cancelled before being served simply leaves. Lock and Semaphore
+ * hand off directly to the next waiter
  * rather than waking it to retry, so nobody can barge in between.
  *
  * A Condition waiter is one future that first stands in the condition's
  * line and, once notified (or cancelled), moves into the lock's line: the
- * lock serving it is what completes it, so it always ends holding the lock. */
+ * lock serving it is what completes it, so it always ends holding the lock.
+ *
+ * Cancelled after being served but before its task resumed (the grant and
+ * the cancel in the same loop turn), a waiter gives back what it got: the
+ * task layer calls the kind's reclaim, the lock or permit goes to the next
+ * waiter, a condition's wake-up to the next condition waiter, and the
+ * await reports UV_ECANCELED. That is asyncio's outcome (a woken waiter
+ * only takes the lock when it runs), reached with direct hand-off. Served
+ * waiters stay on their object's `handed` line until then. */
 #include "internal.h"
 
 #include <limits.h>
@@ -42,13 +49,39 @@ static void fail_all(uva__link_t *line, int status) {
   }
 }
 
+/* A waiter given a lock or a permit stays on its object's `handed` line
+ * until its future goes (destroy unlinks it): if its task is cancelled
+ * before it resumes, reclaim can still give the grant back. */
+static void handed_push(uva__link_t *handed, uva_future_t *f) {
+  uva__list_push(handed, &f->link);
+}
+
+/* The object is going: its served waiters can no longer give anything
+ * back to it. */
+static void handed_detach(uva__link_t *handed) {
+  uva__link_t *l;
+  while ((l = uva__list_shift(handed)) != NULL) W(LINK_FUTURE(l))->owner = NULL;
+}
+
+/* Take f off its handed line; its owner, or NULL if it has none (any
+ * more). */
+static void *handed_take(uva_future_t *f) {
+  void *owner = W(f)->owner;
+  uva__list_unlink(&f->link);
+  W(f)->owner = NULL;
+  return owner;
+}
+
+static int lock_reclaim(uva_future_t *f);
+static int sem_reclaim(uva_future_t *f);
+
 /* Plain waiters: leaving the line is all a cancel or a drop needs. */
 static const uva__fops_t lock_fops = {"lock", uva__waiter_cancel, uva__waiter_destroy,
-                                      sizeof(uva__small_future_t)};
+                                      sizeof(uva__small_future_t), lock_reclaim};
 static const uva__fops_t event_fops = {"event", uva__waiter_cancel, uva__waiter_destroy,
-                                       sizeof(uva__small_future_t)};
+                                       sizeof(uva__small_future_t), NULL};
 static const uva__fops_t sem_fops = {"semaphore", uva__waiter_cancel, uva__waiter_destroy,
-                                     sizeof(uva__small_future_t)};
+                                     sizeof(uva__small_future_t), sem_reclaim};
 
 /* ------------------------------------------------------------------ lock */
 
@@ -56,6 +89,7 @@ struct uva_lock {
   uva_loop_t *loop;
   bool locked;
   uva__link_t waiters; /* non-empty only while locked */
+  uva__link_t handed;  /* the waiter given the lock, until its task resumes */
 };
 
 static void lock_grant(uva_lock_t *l, uva_future_t *f);
@@ -67,12 +101,14 @@ uva_lock_t *uva_lock_new(void) {
   if (l == NULL) return NULL;
   l->loop = loop;
   uva__list_init(&l->waiters);
+  uva__list_init(&l->handed);
   return l;
 }
 
 void uva_lock_free(uva_lock_t *l) {
   if (l == NULL) return;
   fail_all(&l->waiters, UVA_ECLOSED);
+  handed_detach(&l->handed);
   uva__free(l);
 }
 
@@ -88,6 +124,8 @@ uva_future_t *uva_lock_acquire(uva_lock_t *l) {
 
 int uva_lock_release(uva_lock_t *l) {
   if (l == NULL || !l->locked) return UVA_ENOTLOCKED;
+  /* Whoever was given the lock has had it: no grant to give back now. */
+  handed_detach(&l->handed);
   uva__link_t *next = uva__list_shift(&l->waiters);
   if (next)
     lock_grant(l, LINK_FUTURE(next)); /* stays locked: ownership moves */
@@ -157,29 +195,58 @@ static inline void cw_set(uva_future_t *f, uintptr_t bits) {
 }
 
 static int cond_waiter_cancel(uva_future_t *f);
+static int cond_reclaim(uva_future_t *f);
+static void cond_pass(uva_cond_t *c);
 static const uva__fops_t cond_fops = {"condition", cond_waiter_cancel, uva__waiter_destroy,
-                                      sizeof(uva__small_future_t)};
+                                      sizeof(uva__small_future_t), cond_reclaim};
 
 /* Hand the lock to f (already out of any line). A condition waiter ends
  * here: cancelled or not, it completes only now that it holds the lock. */
 static void lock_grant(uva_lock_t *l, uva_future_t *f) {
   l->locked = true;
   if (f->ops != &cond_fops) {
+    handed_push(&l->handed, f);
     uva__future_complete(f, 0, NULL, NULL);
     return;
   }
   uintptr_t flags = cw_flags(f);
   uva_cond_t *c = W(f)->owner;
+  if (!(flags & CW_CANCELLED)) handed_push(&l->handed, f); /* cond_reclaim */
   uva__future_complete(f, (flags & CW_CANCELLED) ? UV_ECANCELED : 0, NULL, NULL);
   /* Notified, then cancelled: pass the wake-up on rather than lose it. */
-  if ((flags & (CW_CANCELLED | CW_NOTIFIED)) == (CW_CANCELLED | CW_NOTIFIED)) {
-    uva__link_t *next = uva__list_shift(&c->waiters);
-    if (next) {
-      uva_future_t *n = LINK_FUTURE(next);
-      cw_set(n, CW_REACQUIRE | CW_NOTIFIED);
-      uva__list_push(&l->waiters, &n->link); /* locked: it waits its turn */
-    }
+  if ((flags & (CW_CANCELLED | CW_NOTIFIED)) == (CW_CANCELLED | CW_NOTIFIED)) cond_pass(c);
+}
+
+/* Pass a wake-up on to the next waiter of c (the lock is held). */
+static void cond_pass(uva_cond_t *c) {
+  uva__link_t *next = uva__list_shift(&c->waiters);
+  if (next) {
+    uva_future_t *n = LINK_FUTURE(next);
+    cw_set(n, CW_REACQUIRE | CW_NOTIFIED);
+    uva__list_push(&c->lock->waiters, &n->link); /* locked: it waits its turn */
   }
+}
+
+/* A waiter granted the lock was cancelled before its task resumed: the
+ * cancel wins and the lock goes on to the next waiter, as in asyncio,
+ * where the woken waiter takes the lock only when it runs. */
+static int lock_reclaim(uva_future_t *f) {
+  uva_lock_t *l = handed_take(f);
+  if (l == NULL) return 0;
+  uva_lock_release(l);
+  return 1;
+}
+
+/* A condition waiter woken and given the lock, then cancelled before its
+ * task resumed: it ends cancelled, still holding the lock (a cond wait
+ * always does), and a wake-up it took from a notify goes to the next
+ * waiter (asyncio 3.13 notifies another). */
+static int cond_reclaim(uva_future_t *f) {
+  uintptr_t flags = cw_flags(f);
+  uva_cond_t *c = handed_take(f);
+  if (c == NULL) return 0;
+  if (flags & CW_NOTIFIED) cond_pass(c);
+  return 1;
 }
 
 /* Move a condition waiter from the condition's line to the lock's. */
@@ -236,6 +303,13 @@ void uva_cond_free(uva_cond_t *c) {
       }
       l = next;
     }
+    /* One of ours given the lock but not resumed yet: nothing to pass a
+     * wake-up on to any more. */
+    h = &c->lock->handed;
+    for (l = h->next; l != h; l = l->next) {
+      uva_future_t *f = LINK_FUTURE(l);
+      if (f->ops == &cond_fops && W(f)->owner == c) W(f)->owner = NULL;
+    }
   }
   uva__free(c);
 }
@@ -272,6 +346,7 @@ struct uva_sem {
   unsigned bound;
   bool bounded;
   uva__link_t waiters;
+  uva__link_t handed; /* waiters given a permit whose task has not resumed */
 };
 
 uva_sem_t *uva_sem_new(unsigned value, int bounded) {
@@ -283,13 +358,36 @@ uva_sem_t *uva_sem_new(unsigned value, int bounded) {
   s->value = s->bound = value;
   s->bounded = bounded != 0;
   uva__list_init(&s->waiters);
+  uva__list_init(&s->handed);
   return s;
 }
 
 void uva_sem_free(uva_sem_t *s) {
   if (s == NULL) return;
   fail_all(&s->waiters, UVA_ECLOSED);
+  handed_detach(&s->handed);
   uva__free(s);
+}
+
+/* A permit is free: hand it to the first waiter, else keep it. */
+static void sem_give(uva_sem_t *s) {
+  uva__link_t *l = uva__list_shift(&s->waiters);
+  if (l == NULL) {
+    s->value++;
+    return;
+  }
+  uva_future_t *f = LINK_FUTURE(l);
+  handed_push(&s->handed, f);
+  uva__future_complete(f, 0, NULL, NULL);
+}
+
+/* Given a permit, then cancelled before its task resumed: the permit goes
+ * on to the next waiter (asyncio undoes the bookkeeping the same way). */
+static int sem_reclaim(uva_future_t *f) {
+  uva_sem_t *s = handed_take(f);
+  if (s == NULL) return 0;
+  sem_give(s);
+  return 1;
 }
 
 uva_future_t *uva_sem_acquire(uva_sem_t *s) {
@@ -305,7 +403,7 @@ uva_future_t *uva_sem_acquire(uva_sem_t *s) {
 int uva_sem_release(uva_sem_t *s) {
   if (s == NULL) return UV_EINVAL;
   if (s->bounded && s->value >= s->bound) return UVA_EBOUND;
-  if (serve_first(&s->waiters, 0) == NULL) s->value++; /* else handed over */
+  sem_give(s);
   return 0;
 }
 
@@ -351,7 +449,7 @@ static void barrier_waiter_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t barrier_fops = {"barrier", barrier_waiter_cancel,
-                                         barrier_waiter_destroy, sizeof(uva__small_future_t)};
+                                         barrier_waiter_destroy, sizeof(uva__small_future_t), NULL};
 
 uva_barrier_t *uva_barrier_new(unsigned parties) {
   uva_loop_t *loop = uva__loop();

@@ -14,7 +14,7 @@ void uva__ctx_entered(void);
 static void task_destroy(uva_future_t *f);
 static int task_cancel_op(uva_future_t *f) { return uva__task_cancel((uva__task_t *)f); }
 
-const uva__fops_t uva__task_fops = {"task", task_cancel_op, task_destroy, sizeof(uva__task_t)};
+const uva__fops_t uva__task_fops = {"task", task_cancel_op, task_destroy, sizeof(uva__task_t), NULL};
 
 
 uva_future_t *uva_current_task(void) {
@@ -44,7 +44,11 @@ static void task_finish(uva__task_t *t, int rc) {
   uva_loop_t *loop = t->base.loop;
   void *value = NULL;
   uva_free_fn free_fn = NULL;
-  if (t->cancel_pending && rc >= 0) rc = UV_ECANCELED; /* asyncio: cancel wins */
+  /* asyncio: a cancel the task never saw wins over its return value;
+   * except one that came only after the task had the result of what it
+   * awaited (cancel_late): it then acted on work that happened, and
+   * reporting "cancelled" would tell its caller it did not. */
+  if (t->cancel_pending && !t->cancel_late && rc >= 0) rc = UV_ECANCELED;
   if (rc >= 0) {
     value = t->ret_value;
     free_fn = t->ret_free;
@@ -158,10 +162,30 @@ uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg) {
 
 int uva__task_cancel(uva__task_t *t) {
   if (t->finished || t->base.state != UVA__PENDING) return 0;
+  /* Tasks awaiting each other through a combinator (A awaits a gather of
+   * B, B awaits A) would pass the request round forever: the request
+   * coming back is the one being made. */
+  if (t->in_cancel) return 1;
   t->cancel_requests++;
   t->cancel_pending = 1;
-  if (t->awaiting) uva_cancel(t->awaiting);
+  t->cancel_late = 0; /* a new request: not late */
+  if (t->awaiting) {
+    t->in_cancel = 1;
+    uva_cancel(t->awaiting);
+    t->in_cancel = 0;
+  }
   return 1;
+}
+
+/* Would t awaiting f wait for itself? Follows the chain of tasks each
+ * awaiting the next (a chain cannot loop elsewhere: each link was checked
+ * when it was made). */
+static bool awaits_itself(uva__task_t *t, uva_future_t *f) {
+  while (f && f->ops == &uva__task_fops) {
+    if (f == &t->base) return true;
+    f = ((uva__task_t *)f)->awaiting;
+  }
+  return false;
 }
 
 /* Switch back to the loop. Checks the stack on the way out: an overflow
@@ -201,12 +225,18 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
     uva_release(f);
     return t ? UV_EINVAL : UVA_ENOTASK;
   }
+  /* asyncio raises "Task cannot await on itself"; waiting would hang. */
+  if (f->is_task && f->state == UVA__PENDING && awaits_itself(t, f)) {
+    uva_release(f);
+    return UVA_EDEADLK;
+  }
   /* A cancel that arrived while the task was not awaiting is delivered at
    * the first await that would suspend, as asyncio delivers it at the next
    * suspension: a future that is already done (a free lock, a non-empty
    * queue) still hands over its result, so nothing is lost. */
   if (t->cancel_pending && f->state == UVA__PENDING) uva_cancel(f);
-  if (f->state == UVA__PENDING) {
+  bool suspended = f->state == UVA__PENDING;
+  if (suspended) {
     t->awaiting = f;
     t->await_file = file;
     t->await_line = line;
@@ -215,7 +245,21 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
     t->awaiting = NULL;
   }
   int st = f->status;
-  if (st == UV_ECANCELED && t->cancel_pending) t->cancel_pending = 0; /* delivered */
+  if (t->cancel_pending && suspended && st >= 0) {
+    /* The cancel came while f's result was already on its way to us (f
+     * was done, or finished anyway). A hand-off that can be undone (an
+     * item, a lock, a permit) is given back and the cancel wins, as in
+     * asyncio; anything else happened, so the task gets its result and
+     * the cancel follows at the next await that suspends. */
+    if (f->ops->reclaim && f->ops->reclaim(f))
+      st = UV_ECANCELED;
+    else
+      t->cancel_late = 1;
+  }
+  if (st == UV_ECANCELED && t->cancel_pending) { /* delivered */
+    t->cancel_pending = 0;
+    t->cancel_late = 0;
+  }
   if (out && st >= 0) {
     *out = f->value;
     f->value = NULL;
@@ -273,6 +317,22 @@ const char *uva_task_where(const uva_future_t *f) {
 int uva_cancelling(void) {
   uva__task_t *t = uva__task_current();
   return t ? t->cancel_requests : 0;
+}
+
+int uva_task_cancelling(const uva_future_t *task) {
+  return uva_is_task(task) ? ((const uva__task_t *)task)->cancel_requests : 0;
+}
+
+int uva_task_uncancel(uva_future_t *task) {
+  if (!uva_is_task(task)) return UV_EINVAL;
+  uva__task_t *t = (uva__task_t *)task;
+  if (t->cancel_requests > 0) t->cancel_requests--;
+  /* asyncio 3.13: at zero, a request not delivered yet is withdrawn. */
+  if (t->cancel_requests == 0) {
+    t->cancel_pending = 0;
+    t->cancel_late = 0;
+  }
+  return t->cancel_requests;
 }
 
 size_t uva_all_tasks(uva_loop_t *loop, uva_future_t **out, size_t max) {

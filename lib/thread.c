@@ -314,7 +314,7 @@ static int job_cancel(uva_future_t *f) {
   return uva__future_cancel_now(f);
 }
 
-static const uva__fops_t job_fops = {"to_thread", job_cancel, NULL, sizeof(job_t)};
+static const uva__fops_t job_fops = {"to_thread", job_cancel, NULL, sizeof(job_t), NULL};
 
 static void pool_work(uv_work_t *req) {
   job_t *j = UVA_CONTAINER_OF(req, job_t, req);

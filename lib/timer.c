@@ -126,7 +126,7 @@ static void sleep_destroy(uva_future_t *f) {
 }
 
 static const uva__fops_t sleep_fops = {"sleep", sleep_cancel, sleep_destroy,
-                                       sizeof(uva__small_future_t)};
+                                       sizeof(uva__small_future_t), NULL};
 
 uva_future_t *uva_sleep(uint64_t ms) {
   uva_loop_t *loop = uva__loop();

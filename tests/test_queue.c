@@ -242,26 +242,225 @@ TASK_TEST(test_queue_cancelled_getter_does_not_swallow_item) {
   return 0;
 }
 
+/* A reader task whose body is one get, as asyncio's
+ * create_task(q.get()): its status is the item's value. */
+static int reader(void *arg) {
+  void *v = NULL;
+  int rc = uva_await(uva_queue_get(arg), &v);
+  return rc < 0 ? rc : take_val(v);
+}
+
+/* asyncio test_get_cancel_drop_one_pending_reader: put hands item 1 to the
+ * waiting reader, which is cancelled before it resumes. The cancelled
+ * reader takes nothing; the next reader gets 1, not 2. */
+static void get_cancel_drop_one(int kind) {
+  reset_items();
+  uva_queue_t *q = qnew(kind, 0);
+  uva_future_t *r = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(1)), 0);
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(2)), 0);
+  ck_assert_int_eq(uva_cancel(r), 1);
+  ck_assert_int_eq(uva_await(r, NULL), UV_ECANCELED);
+  ck_assert_uint_eq(uva_queue_size(q), 2); /* 1 is back */
+  ck_assert_int_eq(uva_await(uva_spawn(reader, q), NULL), 1);
+  ck_assert_int_eq(get_val(q), 2);
+  uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+}
+TASK_TEST(test_queue_get_cancel_drop_one_pending_reader) {
+  get_cancel_drop_one(UVA_QUEUE_FIFO);
+  get_cancel_drop_one(UVA_QUEUE_PRIORITY);
+  return 0;
+}
+
+/* LIFO: the given-back item goes on top, where it was taken from. */
+TASK_TEST(test_queue_lifo_getter_gives_item_back_on_top) {
+  reset_items();
+  uva_queue_t *q = qnew(UVA_QUEUE_LIFO, 0);
+  uva_future_t *r = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(1)), 0); /* to r */
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(2)), 0);
+  uva_cancel(r);
+  ck_assert_int_eq(uva_await(r, NULL), UV_ECANCELED);
+  ck_assert_int_eq(get_val(q), 1);
+  ck_assert_int_eq(get_val(q), 2);
+  uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* asyncio test_get_cancel_drop_many_pending_readers: three readers, two
+ * items, the first reader cancelled after being served: the two others
+ * end with both items between them. */
+TASK_TEST(test_queue_get_cancel_drop_many_pending_readers) {
+  reset_items();
+  uva_queue_t *q = qnew(UVA_QUEUE_FIFO, 0);
+  uva_future_t *r1 = uva_spawn(reader, q);
+  uva_future_t *r2 = uva_spawn(reader, q);
+  uva_future_t *r3 = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(1)), 0); /* to r1 */
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(2)), 0); /* to r2 */
+  uva_cancel(r1);
+  ck_assert_int_eq(uva_await(r1, NULL), UV_ECANCELED);
+  int a = uva_await(r2, NULL), b = uva_await(r3, NULL);
+  ck_assert((a == 1 && b == 2) || (a == 2 && b == 1));
+  ck_assert(uva_queue_empty(q));
+  uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* join counts the given-back item as still unfinished. */
+TASK_TEST(test_queue_given_back_item_is_still_unfinished) {
+  reset_items();
+  uva_queue_t *q = qnew(UVA_QUEUE_FIFO, 0);
+  uva_future_t *r = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(1)), 0);
+  uva_cancel(r);
+  ck_assert_int_eq(uva_await(r, NULL), UV_ECANCELED);
+  uva_future_t *j = uva_queue_join(q);
+  settle();
+  ck_assert(!uva_future_is_done(j));
+  ck_assert_int_eq(get_val(q), 1);
+  ck_assert_int_eq(uva_queue_task_done(q), 0);
+  ck_assert_int_eq(uva_await(j, NULL), 0);
+  uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* An immediate shutdown between the hand-off and the cancel: the item is
+ * dropped like the ones in the queue (and counted done), not given back. */
+TASK_TEST(test_queue_given_back_item_after_immediate_shutdown_is_dropped) {
+  reset_items();
+  uva_queue_t *q = qnew(UVA_QUEUE_FIFO, 0);
+  uva_future_t *r = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(1)), 0);
+  uva_queue_shutdown(q, 1);
+  uva_cancel(r);
+  ck_assert_int_eq(uva_await(r, NULL), UV_ECANCELED);
+  ck_assert_int_eq(items_freed, 1);
+  ck_assert_int_eq(uva_await(uva_queue_join(q), NULL), 0);
+  uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* The queue freed between the hand-off and the task resuming: nothing to
+ * give the item back to, so the get stands (and the item is the task's). */
+TASK_TEST(test_queue_freed_after_hand_off_keeps_item_with_getter) {
+  reset_items();
+  uva_queue_t *q = qnew(UVA_QUEUE_FIFO, 0);
+  uva_future_t *r = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(7)), 0);
+  uva_queue_free(q);
+  uva_cancel(r);
+  ck_assert_int_eq(uva_await(r, NULL), 7); /* the cancel came too late */
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* A getter that went on after being served keeps its item: the cancel is
+ * delivered at its next await. */
 static int get_then_check_cancel(void *arg) {
   (void)arg;
   void *v = NULL;
-  ck_assert_int_eq(uva_await(uva_queue_get(g_q), &v), 0); /* served first */
+  ck_assert_int_eq(uva_await(uva_queue_get(g_q), &v), 0);
   got[ngot++] = take_val(v);
-  ck_assert_int_eq(uva_yield(), UV_ECANCELED); /* then the cancel */
+  ck_assert_int_eq(uva_await(uva_sleep(10000), NULL), UV_ECANCELED); /* then the cancel */
   return 5;
 }
-
-TASK_TEST(test_queue_getter_cancelled_after_being_served_keeps_item) {
+TASK_TEST(test_queue_getter_cancelled_after_it_resumed_keeps_item) {
   reset_items();
   g_q = qnew(UVA_QUEUE_FIFO, 0);
   ngot = 0;
   uva_future_t *t = uva_spawn(get_then_check_cancel, NULL);
   settle();
   ck_assert_int_eq(uva_queue_put_nowait(g_q, item(8)), 0);
+  settle(); /* t resumes with the item, then sleeps */
   uva_cancel(t);
   ck_assert_int_eq(uva_await(t, NULL), 5);
   ck_assert_int_eq(ngot, 1);
   ck_assert_int_eq(got[0], 8);
+  uva_queue_free(g_q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* asyncio test_put_cancel_drop: a get makes room and lets the waiting
+ * writer's item in; the writer is cancelled before it resumes. The put
+ * did not happen: a retry puts 2 once, and the queue ends empty. */
+static int writer(void *arg) {
+  return uva_await(uva_queue_put(g_q, item((int)(intptr_t)arg)), NULL);
+}
+static void put_cancel_drop(int kind) {
+  reset_items();
+  g_q = qnew(kind, 1);
+  ck_assert_int_eq(uva_queue_put_nowait(g_q, item(1)), 0);
+  uva_future_t *w = uva_spawn(writer, (void *)2);
+  settle();
+  void *v;
+  ck_assert_int_eq(uva_queue_get_nowait(g_q, &v), 0);
+  ck_assert_int_eq(take_val(v), 1);
+  ck_assert_int_eq(uva_cancel(w), 1);
+  ck_assert_int_eq(uva_await(w, NULL), UV_ECANCELED);
+  ck_assert_int_eq(items_freed, 2); /* 1 taken, the cancelled put's 2 freed */
+  ck_assert(uva_queue_empty(g_q));
+  ck_assert_int_eq(uva_await(uva_spawn(writer, (void *)2), NULL), 0); /* the retry */
+  ck_assert_int_eq(uva_queue_get_nowait(g_q, &v), 0);
+  ck_assert_int_eq(take_val(v), 2);
+  ck_assert(uva_queue_empty(g_q));
+  ck_assert_int_eq(uva_queue_task_done(g_q), 0);
+  ck_assert_int_eq(uva_queue_task_done(g_q), 0);
+  ck_assert_int_eq(uva_queue_task_done(g_q), UV_EINVAL); /* the dropped put is not counted */
+  uva_queue_free(g_q);
+  ck_assert_int_eq(items_live, 0);
+}
+TASK_TEST(test_queue_put_cancel_drop) {
+  put_cancel_drop(UVA_QUEUE_FIFO);
+  put_cancel_drop(UVA_QUEUE_LIFO);
+  put_cancel_drop(UVA_QUEUE_PRIORITY);
+  return 0;
+}
+
+/* The writer's item was let in AND taken by a getter before the cancel:
+ * the put happened, and the writer reports success (nothing twice). */
+TASK_TEST(test_queue_put_taken_before_cancel_stands) {
+  reset_items();
+  g_q = qnew(UVA_QUEUE_FIFO, 1);
+  ck_assert_int_eq(uva_queue_put_nowait(g_q, item(1)), 0);
+  uva_future_t *w = uva_spawn(writer, (void *)2);
+  settle();
+  ck_assert_int_eq(get_val(g_q), 1); /* lets 2 in */
+  ck_assert_int_eq(get_val(g_q), 2); /* and takes it */
+  uva_cancel(w);
+  ck_assert_int_eq(uva_await(w, NULL), 0);
+  ck_assert(uva_queue_empty(g_q));
+  uva_queue_free(g_q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* A cancelled writer gives its slot to the next waiting writer. */
+TASK_TEST(test_queue_cancelled_writer_lets_next_writer_in) {
+  reset_items();
+  g_q = qnew(UVA_QUEUE_FIFO, 1);
+  ck_assert_int_eq(uva_queue_put_nowait(g_q, item(1)), 0);
+  uva_future_t *w2 = uva_spawn(writer, (void *)2);
+  uva_future_t *w3 = uva_spawn(writer, (void *)3);
+  settle();
+  ck_assert_int_eq(get_val(g_q), 1); /* lets 2 in */
+  uva_cancel(w2);
+  ck_assert_int_eq(uva_await(w2, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(w3, NULL), 0);
+  ck_assert_int_eq(get_val(g_q), 3);
+  ck_assert(uva_queue_empty(g_q));
   uva_queue_free(g_q);
   ck_assert_int_eq(items_live, 0);
   return 0;
@@ -570,7 +769,16 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_queue_maxsize_blocks_putter_until_get);
   tcase_add_test(tc, test_queue_nowait_errors_leave_item_with_caller);
   tcase_add_test(tc, test_queue_cancelled_getter_does_not_swallow_item);
-  tcase_add_test(tc, test_queue_getter_cancelled_after_being_served_keeps_item);
+  tcase_add_test(tc, test_queue_get_cancel_drop_one_pending_reader);
+  tcase_add_test(tc, test_queue_lifo_getter_gives_item_back_on_top);
+  tcase_add_test(tc, test_queue_get_cancel_drop_many_pending_readers);
+  tcase_add_test(tc, test_queue_given_back_item_is_still_unfinished);
+  tcase_add_test(tc, test_queue_given_back_item_after_immediate_shutdown_is_dropped);
+  tcase_add_test(tc, test_queue_freed_after_hand_off_keeps_item_with_getter);
+  tcase_add_test(tc, test_queue_getter_cancelled_after_it_resumed_keeps_item);
+  tcase_add_test(tc, test_queue_put_cancel_drop);
+  tcase_add_test(tc, test_queue_put_taken_before_cancel_stands);
+  tcase_add_test(tc, test_queue_cancelled_writer_lets_next_writer_in);
   tcase_add_test(tc, test_queue_cancelled_putter_frees_item_and_keeps_order);
   tcase_add_test(tc, test_queue_dropped_put_future_frees_its_item);
   tcase_add_test(tc, test_queue_get_without_out_frees_item);

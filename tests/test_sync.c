@@ -81,27 +81,73 @@ TASK_TEST(test_lock_cancelled_waiter_does_not_swallow_release) {
   return 0;
 }
 
-static int lock_then_check_cancel(void *arg) {
-  (void)arg;
-  int rc = uva_await(uva_lock_acquire(g_lock), NULL);
-  ck_assert_int_eq(rc, 0); /* served before the cancel: we own the lock */
-  ck_assert(uva_lock_locked(g_lock));
+/* The release hands the lock to a waiting worker, which is cancelled
+ * before it resumes (the same loop turn): the cancel wins, as in asyncio,
+ * and the lock goes on to the next waiter instead of being held by a task
+ * that was told it was cancelled. */
+TASK_TEST(test_lock_waiter_cancelled_after_being_served_passes_lock_on) {
+  g_lock = uva_lock_new();
+  norder = 0;
+  ck_assert_int_eq(uva_await(uva_lock_acquire(g_lock), NULL), 0);
+  uva_future_t *a = uva_spawn(lock_worker, (void *)0);
+  uva_future_t *b = uva_spawn(lock_worker, (void *)1);
+  settle();
+  ck_assert_int_eq(uva_lock_release(g_lock), 0); /* served to a now... */
+  ck_assert_int_eq(uva_cancel(a), 1);            /* ...cancelled before it runs */
+  ck_assert_int_eq(uva_await(a, NULL), UV_ECANCELED);
+  ck_assert_int_eq(lock_rc[0], UV_ECANCELED);
+  ck_assert_int_eq(uva_await(b, NULL), 0);
+  ck_assert_int_eq(norder, 1);
+  ck_assert_int_eq(order[0], 1);
+  ck_assert(!uva_lock_locked(g_lock));
+  /* alone in line: the lock is simply free again */
+  ck_assert_int_eq(uva_await(uva_lock_acquire(g_lock), NULL), 0);
+  a = uva_spawn(lock_worker, (void *)0);
+  settle();
   ck_assert_int_eq(uva_lock_release(g_lock), 0);
-  /* The cancel arrives at the next await. */
-  ck_assert_int_eq(uva_await(uva_sleep(1000), NULL), UV_ECANCELED);
-  return 7;
+  uva_cancel(a);
+  ck_assert_int_eq(uva_await(a, NULL), UV_ECANCELED);
+  ck_assert(!uva_lock_locked(g_lock));
+  uva_lock_free(g_lock);
+  return 0;
 }
 
-TASK_TEST(test_lock_waiter_cancelled_after_being_served_keeps_lock) {
+/* A waiter that resumed holds the lock; a later cancel does not take it. */
+static int lock_then_check_cancel(void *arg) {
+  (void)arg;
+  ck_assert_int_eq(uva_await(uva_lock_acquire(g_lock), NULL), 0);
+  ck_assert(uva_lock_locked(g_lock));
+  ck_assert_int_eq(uva_await(uva_sleep(10000), NULL), UV_ECANCELED);
+  ck_assert(uva_lock_locked(g_lock));
+  ck_assert_int_eq(uva_lock_release(g_lock), 0);
+  return 7;
+}
+TASK_TEST(test_lock_holder_cancelled_later_keeps_lock_until_release) {
   g_lock = uva_lock_new();
   ck_assert_int_eq(uva_await(uva_lock_acquire(g_lock), NULL), 0);
   uva_future_t *t = uva_spawn(lock_then_check_cancel, NULL);
   settle();
-  ck_assert_int_eq(uva_lock_release(g_lock), 0); /* served now... */
-  ck_assert_int_eq(uva_cancel(t), 1);            /* ...cancelled before it runs */
+  ck_assert_int_eq(uva_lock_release(g_lock), 0);
+  settle(); /* t resumed with the lock and sleeps */
+  ck_assert_int_eq(uva_cancel(t), 1);
   ck_assert_int_eq(uva_await(t, NULL), 7);
   ck_assert(!uva_lock_locked(g_lock));
   uva_lock_free(g_lock);
+  return 0;
+}
+
+/* Freed between the grant and the resume: nothing to give the lock back
+ * to, so the task's acquire stands (the cancel came too late). */
+static int lock_only(void *arg) { return uva_await(uva_lock_acquire(arg), NULL); }
+TASK_TEST(test_lock_freed_after_grant_leaves_the_grant) {
+  uva_lock_t *l = uva_lock_new();
+  ck_assert_int_eq(uva_await(uva_lock_acquire(l), NULL), 0);
+  uva_future_t *t = uva_spawn(lock_only, l);
+  settle();
+  ck_assert_int_eq(uva_lock_release(l), 0); /* to t */
+  uva_lock_free(l);
+  uva_cancel(t);
+  ck_assert_int_eq(uva_await(t, NULL), 0);
   return 0;
 }
 
@@ -363,6 +409,30 @@ TASK_TEST(test_cond_notified_then_cancelled_waiter_passes_wakeup_on) {
   return 0;
 }
 
+/* Notified and given the lock, then cancelled before it resumed: it ends
+ * cancelled, holding the lock (a cond wait always does), and the wake-up
+ * goes to the next waiter (asyncio 3.13 notifies another). */
+TASK_TEST(test_cond_woken_then_cancelled_before_resuming_passes_wakeup_on) {
+  g_cond = uva_cond_new(NULL);
+  uva_lock_t *l = uva_cond_lock(g_cond);
+  norder = 0;
+  uva_future_t *a = uva_spawn(cond_waiter, (void *)0);
+  uva_future_t *b = uva_spawn(cond_waiter, (void *)1);
+  settle();
+  ck_assert_int_eq(uva_await(uva_lock_acquire(l), NULL), 0);
+  ck_assert_int_eq(uva_cond_notify(g_cond, 1), 1); /* a is notified */
+  ck_assert_int_eq(uva_lock_release(l), 0);        /* ...and given the lock */
+  ck_assert_int_eq(uva_cancel(a), 1);              /* ...then cancelled */
+  ck_assert_int_eq(uva_await(a, NULL), UV_ECANCELED);
+  ck_assert_int_eq(cond_locked_after[0], 1);
+  ck_assert_int_eq(uva_await(b, NULL), 0); /* got the wake-up a dropped */
+  ck_assert_int_eq(cond_locked_after[1], 1);
+  ck_assert_int_eq(norder, 2);
+  ck_assert(!uva_lock_locked(l));
+  uva_cond_free(g_cond);
+  return 0;
+}
+
 TASK_TEST(test_cond_free_with_waiters_fails_them_closed) {
   g_cond = uva_cond_new(NULL);
   uva_future_t *t = uva_spawn(cond_waiter, (void *)0);
@@ -462,23 +532,64 @@ TASK_TEST(test_sem_cancelled_waiter_does_not_swallow_permit) {
   return 0;
 }
 
-static int sem_then_check_cancel(void *arg) {
-  (void)arg;
+/* Given a permit, then cancelled before it resumed: the permit goes on to
+ * the next waiter (asyncio undoes the same bookkeeping). */
+TASK_TEST(test_sem_waiter_cancelled_after_being_served_passes_permit_on) {
+  g_sem = uva_sem_new(0, 0);
+  norder = 0;
+  uva_future_t *a = uva_spawn(sem_worker, (void *)0);
+  uva_future_t *b = uva_spawn(sem_worker, (void *)1);
+  settle();
+  ck_assert_int_eq(uva_sem_release(g_sem), 0); /* hands the permit to a */
+  ck_assert_uint_eq(uva_sem_value(g_sem), 0);
+  uva_cancel(a);
+  ck_assert_int_eq(uva_await(a, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(b, NULL), 0);
+  ck_assert_int_eq(norder, 1);
+  ck_assert_int_eq(order[0], 1);
+  ck_assert_uint_eq(uva_sem_value(g_sem), 1); /* b gave it back */
+  /* nobody else in line: the permit is counted again */
+  uva_future_t *c = uva_spawn(sem_worker, (void *)2);
   ck_assert_int_eq(uva_await(uva_sem_acquire(g_sem), NULL), 0);
+  settle();
   ck_assert_int_eq(uva_sem_release(g_sem), 0);
-  ck_assert_int_eq(uva_yield(), UV_ECANCELED);
-  return 3;
+  uva_cancel(c);
+  ck_assert_int_eq(uva_await(c, NULL), UV_ECANCELED);
+  ck_assert_uint_eq(uva_sem_value(g_sem), 1);
+  uva_sem_free(g_sem);
+  return 0;
 }
 
-TASK_TEST(test_sem_waiter_cancelled_after_being_served_keeps_permit) {
-  g_sem = uva_sem_new(0, 0);
-  uva_future_t *t = uva_spawn(sem_then_check_cancel, NULL);
-  settle();
-  ck_assert_int_eq(uva_sem_release(g_sem), 0); /* hands the permit over */
-  ck_assert_uint_eq(uva_sem_value(g_sem), 0);
-  uva_cancel(t);
-  ck_assert_int_eq(uva_await(t, NULL), 3);
-  ck_assert_uint_eq(uva_sem_value(g_sem), 1);
+/* FIFO when a holder releases and at once acquires again while a woken
+ * waiter has not resumed yet: the waiter keeps its turn, as with asyncio's
+ * fair Semaphore (3.11.1+). */
+static int sem_reacquirer(void *arg) {
+  (void)arg;
+  ck_assert_int_eq(uva_await(uva_sem_acquire(g_sem), NULL), 0);
+  record(100);
+  settle(); /* the others line up */
+  ck_assert_int_eq(uva_sem_release(g_sem), 0); /* to worker 0 */
+  ck_assert_int_eq(uva_await(uva_sem_acquire(g_sem), NULL), 0); /* behind 0 and 1 */
+  record(101);
+  ck_assert_int_eq(uva_sem_release(g_sem), 0);
+  return 0;
+}
+TASK_TEST(test_sem_reacquire_does_not_overtake_woken_waiter) {
+  g_sem = uva_sem_new(1, 0);
+  norder = 0;
+  active = max_active = 0;
+  uva_future_t *r = uva_spawn(sem_reacquirer, NULL);
+  uva_future_t *w0 = uva_spawn(sem_worker, (void *)0);
+  uva_future_t *w1 = uva_spawn(sem_worker, (void *)1);
+  ck_assert_int_eq(uva_await(r, NULL), 0);
+  ck_assert_int_eq(uva_await(w0, NULL), 0);
+  ck_assert_int_eq(uva_await(w1, NULL), 0);
+  ck_assert_int_eq(norder, 4);
+  ck_assert_int_eq(order[0], 100);
+  ck_assert_int_eq(order[1], 0);
+  ck_assert_int_eq(order[2], 1);
+  ck_assert_int_eq(order[3], 101);
+  ck_assert_int_eq(max_active, 1);
   uva_sem_free(g_sem);
   return 0;
 }
@@ -617,7 +728,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_lock_acquire_release_and_errors);
   tcase_add_test(tc, test_lock_waiters_are_served_fifo);
   tcase_add_test(tc, test_lock_cancelled_waiter_does_not_swallow_release);
-  tcase_add_test(tc, test_lock_waiter_cancelled_after_being_served_keeps_lock);
+  tcase_add_test(tc, test_lock_waiter_cancelled_after_being_served_passes_lock_on);
+  tcase_add_test(tc, test_lock_holder_cancelled_later_keeps_lock_until_release);
+  tcase_add_test(tc, test_lock_freed_after_grant_leaves_the_grant);
   tcase_add_test(tc, test_lock_dropped_waiter_leaves_the_line);
   tcase_add_test(tc, test_lock_free_with_waiters_fails_them_closed);
   tcase_add_test(tc, test_lock_acquire_with_done_callback);
@@ -635,6 +748,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cond_cancelled_wait_returns_with_lock_held);
   tcase_add_test(tc, test_cond_cancelled_wait_with_free_lock_completes_at_once);
   tcase_add_test(tc, test_cond_notified_then_cancelled_waiter_passes_wakeup_on);
+  tcase_add_test(tc, test_cond_woken_then_cancelled_before_resuming_passes_wakeup_on);
   tcase_add_test(tc, test_cond_free_with_waiters_fails_them_closed);
   tcase_add_test(tc, test_cond_free_fails_waiters_queued_on_borrowed_lock);
   suite_add_tcase(s, tc);
@@ -643,7 +757,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_sem_value_and_locked);
   tcase_add_test(tc, test_bounded_sem_over_release_fails_ebound);
   tcase_add_test(tc, test_sem_cancelled_waiter_does_not_swallow_permit);
-  tcase_add_test(tc, test_sem_waiter_cancelled_after_being_served_keeps_permit);
+  tcase_add_test(tc, test_sem_waiter_cancelled_after_being_served_passes_permit_on);
+  tcase_add_test(tc, test_sem_reacquire_does_not_overtake_woken_waiter);
   tcase_add_test(tc, test_sem_free_with_waiters_fails_them_closed);
   suite_add_tcase(s, tc);
   tc = tcase_create("barrier");

@@ -185,6 +185,119 @@ START_TEST(test_result_before_cancel_is_not_lost) {
 }
 END_TEST
 
+/* The same race when the task returns right after that await: its result
+ * stands. The cancel came after the work it reports was done; ending
+ * "cancelled" would tell the caller it was not (a put made twice, a
+ * response dropped). */
+static int returns_what_it_awaited(void *arg) {
+  (void)arg;
+  return uva_await(uva_ref(shared_fut), NULL);
+}
+static int late_cancel_keeps_result(void *arg) {
+  (void)arg;
+  shared_fut = uva_future_new();
+  uva_future_t *t = uva_spawn(returns_what_it_awaited, NULL);
+  uva_yield();
+  uva_future_resolve(shared_fut, 77, NULL, NULL);
+  ck_assert_int_eq(uva_cancel(t), 1);
+  ck_assert_int_eq(uva_await(t, NULL), 77);
+  uva_release(shared_fut);
+  /* A cancel made while the task runs (not in that window) still wins. */
+  ck_assert_int_eq(uva_await(uva_spawn(self_cancel_then_return, NULL), NULL), UV_ECANCELED);
+  return 0;
+}
+START_TEST(test_late_cancel_does_not_undo_a_returned_result) {
+  ck_assert_int_eq(RUN_MAIN(late_cancel_keeps_result, NULL), 0);
+}
+END_TEST
+
+/* asyncio raises at once for a task awaiting itself; uvasync returns
+ * UVA_EDEADLK instead of hanging (and a cancel afterwards does not recurse
+ * through the task's own await). */
+static int awaits_self(void *arg) {
+  (void)arg;
+  ck_assert_int_eq(uva_await(uva_ref(uva_current_task()), NULL), UVA_EDEADLK);
+  ck_assert_int_eq(uva_await(uva_sleep(10000), NULL), UV_ECANCELED);
+  return 3;
+}
+static uva_future_t *cycle_a;
+static int awaits_a(void *arg) {
+  (void)arg;
+  return uva_await(uva_ref(cycle_a), NULL); /* a awaits us: a cycle */
+}
+static int awaits_b(void *arg) {
+  (void)arg;
+  uva_future_t *b = uva_spawn(awaits_a, NULL);
+  return uva_await(b, NULL) == UVA_EDEADLK ? 9 : -1;
+}
+static int self_await_main(void *arg) {
+  (void)arg;
+  uva_future_t *t = uva_spawn(awaits_self, NULL);
+  settle();
+  ck_assert_int_eq(uva_cancel(t), 1);
+  ck_assert_int_eq(uva_await(t, NULL), 3);
+  cycle_a = uva_spawn(awaits_b, NULL);
+  ck_assert_int_eq(uva_await(uva_ref(cycle_a), NULL), 9);
+  uva_release(cycle_a);
+  return 0;
+}
+START_TEST(test_task_awaiting_itself_is_edeadlk) {
+  ck_assert_int_eq(RUN_MAIN(self_await_main, NULL), 0);
+}
+END_TEST
+
+/* Two tasks awaiting each other through gathers (a cycle no check can see
+ * without walking combinators): cancelling one must not pass the request
+ * round forever (it overflowed the stack). The cycle itself stays a
+ * deadlock, as in asyncio, so this runs on a loop it never closes. */
+static uva_future_t *gcycle[2];
+static int gathers_other(void *arg) {
+  intptr_t i = (intptr_t)arg;
+  while (gcycle[1 - i] == NULL) uva_yield();
+  uva_future_t *other = uva_ref(gcycle[1 - i]);
+  return uva_await(uva_gather(&other, 1, 0), NULL);
+}
+START_TEST(test_cancel_through_an_await_cycle_returns) {
+  uva_loop_t *loop;
+  ck_assert_int_eq(uva_loop_new(&loop), 0);
+  gcycle[0] = uva_spawn(gathers_other, (void *)0);
+  gcycle[1] = uva_spawn(gathers_other, (void *)1);
+  uva_future_t *tick = uva_sleep(20); /* both are in their gathers by then */
+  ck_assert_int_eq(uva_loop_run_until(loop, tick), 0);
+  ck_assert_str_ne(uva_task_where(gcycle[0]), "ready");
+  ck_assert_int_eq(uva_cancel(gcycle[0]), 1); /* returns */
+  ck_assert_int_eq(uva_task_cancelling(gcycle[0]), 1);
+  ck_assert_int_eq(uva_task_cancelling(gcycle[1]), 1);
+  uva_release(tick);
+  /* the loop is left open on purpose: its tasks wait for each other */
+}
+END_TEST
+
+/* asyncio 3.11+: cancelling() counts requests, uncancel() withdraws one;
+ * at zero an undelivered request is withdrawn too (3.13). */
+static int counts_cancels(void *arg) {
+  (void)arg;
+  uva_future_t *me = uva_current_task();
+  ck_assert_int_eq(uva_task_cancelling(me), 0);
+  uva_cancel(me);
+  uva_cancel(me);
+  ck_assert_int_eq(uva_cancelling(), 2);
+  ck_assert_int_eq(uva_task_uncancel(me), 1);
+  ck_assert_int_eq(uva_await(uva_sleep(10000), NULL), UV_ECANCELED); /* still pending */
+  ck_assert_int_eq(uva_task_cancelling(me), 1);     /* delivery does not lower it */
+  uva_cancel(me);
+  ck_assert_int_eq(uva_task_uncancel(me), 1);
+  ck_assert_int_eq(uva_task_uncancel(me), 0);        /* zero: withdrawn */
+  ck_assert_int_eq(uva_task_uncancel(me), 0);
+  ck_assert_int_eq(uva_await(uva_sleep(1), NULL), 0); /* nothing pending */
+  ck_assert_int_eq(uva_task_uncancel(NULL), UV_EINVAL);
+  return 0;
+}
+START_TEST(test_task_cancelling_and_uncancel) {
+  ck_assert_int_eq(RUN_MAIN(counts_cancels, NULL), 0);
+}
+END_TEST
+
 static int awaits_inner(void *arg) {
   return uva_await(uva_ref((uva_future_t *)arg), NULL);
 }
@@ -324,6 +437,10 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cancel_before_start_never_runs_body);
   tcase_add_test(tc, test_task_returning_with_undelivered_cancel_ends_cancelled);
   tcase_add_test(tc, test_result_before_cancel_is_not_lost);
+  tcase_add_test(tc, test_late_cancel_does_not_undo_a_returned_result);
+  tcase_add_test(tc, test_task_awaiting_itself_is_edeadlk);
+  tcase_add_test(tc, test_cancel_through_an_await_cycle_returns);
+  tcase_add_test(tc, test_task_cancelling_and_uncancel);
   tcase_add_test(tc, test_cancel_propagates_to_awaited_task);
   tcase_add_test(tc, test_task_values_are_owned);
   tcase_add_test(tc, test_task_names_current_and_all_tasks);
