@@ -291,10 +291,11 @@ void uva_dump_tasks(uva_loop_t *loop, void *stream);
 
 /* ------------------------------------------------------------------ time */
 
-/* A future done after ms milliseconds of loop time. Loop time is read
- * when the loop starts running ready tasks and has 1 ms granularity, so a
- * sleep lasts at least ms - 1 ms from the call (more if the loop is busy).
- * Costs no uv_timer_t:
+/* A future done after ms milliseconds. The deadline counts from the call
+ * (the clock is read then, not the loop's cached time, so work done
+ * earlier in the same turn does not shorten it) and is rounded up to loop
+ * time's 1 ms granularity: a sleep lasts at least ms (more if the loop is
+ * busy). Costs no uv_timer_t:
  * every sleep of a loop shares one deadline heap behind one libuv timer.
  * uva_sleep(0) completes on the next loop turn: its waiter runs after that
  * turn's I/O poll, and ahead of the timers and I/O that turn completes (as

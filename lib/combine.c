@@ -353,7 +353,7 @@ uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
   uva__cb_t *chain = NULL;
   if (h == NULL || cbs_reserve(loop, n, &chain) != 0 ||
       (timeout_ms >= 0 &&
-       uva__timer_start(loop, &w->timer, uv_now(loop->uv) + (uint64_t)timeout_ms) != 0)) {
+       uva__timer_start(loop, &w->timer, uva__deadline((uint64_t)timeout_ms)) != 0)) {
     cbs_unreserve(loop, chain);
     uva__free(h);
     uva_release(&w->base);
@@ -448,7 +448,7 @@ uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms) {
   w->child = f;
   /* A future done already wins even over a zero timeout. */
   if (timeout_ms >= 0 && f->state == UVA__PENDING &&
-      uva__timer_start(loop, &w->timer, uv_now(loop->uv) + (uint64_t)timeout_ms) != 0) {
+      uva__timer_start(loop, &w->timer, uva__deadline((uint64_t)timeout_ms)) != 0) {
     uva_release(&w->base); /* unhooks f */
     uva_release(f);
     return NULL;
@@ -608,7 +608,7 @@ uva_as_completed_t *uva_as_completed(uva_future_t *const *fs, size_t n,
   }
   if (it == NULL || cbs_reserve(loop, nchild, &chain) != 0 ||
       (timeout_ms >= 0 && nchild > 0 &&
-       uva__timer_start(loop, &it->timer, uv_now(loop->uv) + (uint64_t)timeout_ms) != 0)) {
+       uva__timer_start(loop, &it->timer, uva__deadline((uint64_t)timeout_ms)) != 0)) {
     cbs_unreserve(loop, chain);
     uva__free(it);
     release_all(fs, n);
@@ -702,7 +702,7 @@ static int timeout_arm(uva__scope_t *n, int64_t ms) {
     n->user->deadline = UINT64_MAX;
     return 0;
   }
-  uint64_t deadline = uv_now(loop->uv) + (uint64_t)ms;
+  uint64_t deadline = uva__deadline((uint64_t)ms);
   int rc = uva__timer_start(loop, &n->timer, deadline);
   if (rc == 0) n->user->deadline = deadline;
   return rc;

@@ -89,6 +89,8 @@ typedef struct uva__timer {
 } uva__timer_t;
 
 int uva__timer_start(uva_loop_t *loop, uva__timer_t *t, uint64_t deadline);
+/* The loop-time deadline at least ms from now (a fresh clock read). */
+uint64_t uva__deadline(uint64_t ms);
 void uva__timer_stop(uva_loop_t *loop, uva__timer_t *t);
 static inline bool uva__timer_armed(const uva__timer_t *t) {
   return t->index != SIZE_MAX;

@@ -105,6 +105,18 @@ void uva__timers_close(uva_loop_t *loop) {
   loop->heap_len = loop->heap_cap = 0;
 }
 
+/* The loop-time deadline at least ms from this call. uv_now() is read when
+ * the loop leaves the poll, and a task that computed for 40 ms before
+ * calling uva_sleep(100) woke after 60 ms counting from it. So read the
+ * clock itself (clock_gettime, ~31 ns here) and round up to the next
+ * millisecond: loop time is the same monotonic clock floored to ms, so the
+ * timer cannot fire before the full ms have passed. */
+uint64_t uva__deadline(uint64_t ms) {
+  uint64_t now_ns = uv_hrtime();
+  if (ms > (UINT64_MAX - now_ns) / 1000000u - 1) return UINT64_MAX - 1;
+  return (now_ns + ms * 1000000u + 999999u) / 1000000u;
+}
+
 /* ---------------------------------------------------------------- sleep */
 
 static void sleep_fire(uva__timer_t *t) {
@@ -142,7 +154,7 @@ uva_future_t *uva_sleep(uint64_t ms) {
   } else {
     uva__small_future_t *s = (uva__small_future_t *)f;
     s->timer.fire = sleep_fire;
-    if (uva__timer_start(loop, &s->timer, uv_now(loop->uv) + ms) != 0) {
+    if (uva__timer_start(loop, &s->timer, uva__deadline(ms)) != 0) {
       uva_release(f);
       return NULL;
     }

@@ -991,12 +991,16 @@ END_TEST
 
 static int timeout_unseen_main(void *arg) {
   (void)arg;
-  /* The sleep and the scope share a deadline; the sleep (made first) fires
-   * first, so the task's await already has its result when the scope's
-   * cancel arrives: the block never sees it, and exit withdraws it. */
+  /* The loop is held past both deadlines, so one timer phase fires the
+   * sleep (due first) and then the scope: the task's await already has its
+   * result when the scope's cancel arrives. The block never sees the
+   * cancel, and exit withdraws it. */
   uva_timeout_t to;
   uva_future_t *s = uva_sleep(10);
-  ck_assert_int_eq(uva_timeout_enter(&to, 10), 0);
+  ck_assert_int_eq(uva_timeout_enter(&to, 20), 0);
+  uint64_t t0 = uv_hrtime();
+  while (uv_hrtime() - t0 < 30 * 1000000u) {
+  }
   ck_assert_int_eq(uva_await(s, NULL), 0);
   ck_assert(uva_timeout_expired(&to));
   ck_assert_int_eq(uva_timeout_exit(&to, 0), 0);

@@ -69,6 +69,32 @@ START_TEST(test_sleep_waits_at_least_its_time) {
 }
 END_TEST
 
+/* A task that computes before it sleeps (no await in between, so the
+ * loop's cached time is from before the work): the sleep still lasts its
+ * full time from the call, on the real clock. It lasted 56-62 ms of 100
+ * when deadlines were counted from the cached time. A lower bound only:
+ * a slow machine makes it longer, never shorter. */
+static int sleep_after_busy_work_lasts_from_the_call(void *arg) {
+  (void)arg;
+  ck_assert_int_eq(uva_yield(), 0); /* start of a fresh turn */
+  uint64_t busy = uv_hrtime();
+  while (uv_hrtime() - busy < 40 * 1000000u) {
+  }
+  uint64_t t0 = uv_hrtime();
+  ck_assert_int_eq(uva_await(uva_sleep(100), NULL), 0);
+  ck_assert_uint_ge(uv_hrtime() - t0, 100 * 1000000u);
+  for (int i = 0; i < 20; i++) { /* and at ms granularity */
+    t0 = uv_hrtime();
+    ck_assert_int_eq(uva_await(uva_sleep(1), NULL), 0);
+    ck_assert_uint_ge(uv_hrtime() - t0, 1000000u);
+  }
+  return 0;
+}
+START_TEST(test_sleep_after_busy_work_lasts_from_the_call) {
+  ck_assert_int_eq(RUN_MAIN(sleep_after_busy_work_lasts_from_the_call, NULL), 0);
+}
+END_TEST
+
 static int cancelled_sleeps_leave_the_heap(void *arg) {
   (void)arg;
   /* Many sleeps cancelled out of order, then released unawaited. */
@@ -132,6 +158,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_sleeps_fire_in_deadline_order);
   tcase_add_test(tc, test_sleep0_goes_before_timers_due_meanwhile);
   tcase_add_test(tc, test_sleep_waits_at_least_its_time);
+  tcase_add_test(tc, test_sleep_after_busy_work_lasts_from_the_call);
   tcase_add_test(tc, test_cancelled_and_released_sleeps_leave_the_heap);
   tcase_add_test(tc, test_yield_lets_timers_run);
   tcase_add_test(tc, test_many_concurrent_sleeps);
