@@ -353,7 +353,10 @@ uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
  * timeout_ms, cancels f, waits until f has really ended and then completes
  * with UV_ETIMEDOUT; if f produced a result while being cancelled, that
  * result wins and is not lost. Cancelling the wait_for cancels f and ends
- * with UV_ECANCELED (never turned into a timeout). timeout_ms < 0: none. */
+ * with UV_ECANCELED (never turned into a timeout). timeout_ms 0: f is
+ * cancelled at once unless it is done already (a task that has not started
+ * never runs), as in asyncio. timeout_ms < 0: no timeout (asyncio's None;
+ * asyncio times out at once for a negative timeout, C has no None). */
 uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms);
 
 /* asyncio.shield. Consumes f. The returned future mirrors f's outcome, but
@@ -388,13 +391,24 @@ typedef struct uva_timeout {
   int cancels_before_;
 } uva_timeout_t;
 
-/* Enter a scope ending ms from now (ms < 0: no deadline yet). Returns 0,
- * UVA_ENOTASK, UV_EINVAL (t is already entered) or UV_ENOMEM. A task that
- * returns without exiting its scopes has them stopped when it ends. */
+/* Enter a scope ending ms from now (ms < 0: no deadline yet, asyncio's
+ * timeout(None); asyncio expires a negative one at once). ms 0 expires the
+ * scope now: the block's next await that suspends is cancelled, ahead of
+ * what it waits for (a uva_yield() inside a 0 ms scope times out), as
+ * asyncio's timeout(0). Returns 0, UVA_ENOTASK, UV_EINVAL (t is already
+ * entered) or UV_ENOMEM. A task that returns without exiting its scopes
+ * has them stopped when it ends. */
 int uva_timeout_enter(uva_timeout_t *t, int64_t ms);
-/* Move the deadline to ms from now (< 0: none). Returns 0 or UV_EINVAL
- * (expired or exited scope). */
+/* asyncio.timeout_at(): enter a scope ending at an absolute loop time
+ * (uva_now() units, ms; UINT64_MAX: none; one that has passed expires now,
+ * as ms 0 does). Returns as uva_timeout_enter. */
+int uva_timeout_enter_at(uva_timeout_t *t, uint64_t deadline);
+/* asyncio's Timeout.reschedule(): move the deadline of an entered scope
+ * that has not expired to ms from now (< 0: none; 0: expire now). Returns
+ * 0 or UV_EINVAL (not entered, expired or exited), UV_ENOMEM. */
 int uva_timeout_reschedule(uva_timeout_t *t, int64_t ms);
+/* The same with an absolute loop-time deadline (UINT64_MAX: none). */
+int uva_timeout_reschedule_at(uva_timeout_t *t, uint64_t deadline);
 /* 1 if the deadline passed while the scope was active. */
 int uva_timeout_expired(const uva_timeout_t *t);
 /* Leave the scope. rc is the block's result; returns UV_ETIMEDOUT if rc is

@@ -446,8 +446,13 @@ uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms) {
     return NULL;
   }
   w->child = f;
-  /* A future done already wins even over a zero timeout. */
-  if (timeout_ms >= 0 && f->state == UVA__PENDING &&
+  /* A future done already wins even over a zero timeout. A zero timeout
+   * cancels a pending one now, as asyncio does: a task that has not
+   * started never runs, and the result is UV_ETIMEDOUT. */
+  if (timeout_ms == 0 && f->state == UVA__PENDING) {
+    w->timed_out = true;
+    uva_cancel(f);
+  } else if (timeout_ms > 0 && f->state == UVA__PENDING &&
       uva__timer_start(loop, &w->timer, uva__deadline((uint64_t)timeout_ms)) != 0) {
     uva_release(&w->base); /* unhooks f */
     uva_release(f);
@@ -695,17 +700,31 @@ static void timeout_fire(uva__timer_t *tm) {
   uva__task_cancel(n->task);
 }
 
-static int timeout_arm(uva__scope_t *n, int64_t ms) {
+/* Arm the scope for an absolute deadline (UINT64_MAX: none). One that
+ * has passed already expires now, as asyncio's timeout(0) does with
+ * call_soon: the task's next await that suspends gets the cancel, ahead of
+ * anything it waits for (a sleep(0) inside timeout(0) times out). */
+static int timeout_arm_at(uva__scope_t *n, uint64_t deadline) {
   uva_loop_t *loop = n->task->base.loop;
-  if (ms < 0) {
+  if (deadline == UINT64_MAX) {
     uva__timer_stop(loop, &n->timer);
     n->user->deadline = UINT64_MAX;
     return 0;
   }
-  uint64_t deadline = uva__deadline((uint64_t)ms);
+  if (deadline <= uv_hrtime() / 1000000u) {
+    uva__timer_stop(loop, &n->timer);
+    n->user->deadline = deadline;
+    timeout_fire(&n->timer);
+    return 0;
+  }
   int rc = uva__timer_start(loop, &n->timer, deadline);
   if (rc == 0) n->user->deadline = deadline;
   return rc;
+}
+
+static uint64_t deadline_in(int64_t ms) {
+  if (ms < 0) return UINT64_MAX;
+  return ms == 0 ? 0 : uva__deadline((uint64_t)ms);
 }
 
 /* Unlink n from its task's scope stack and free it. */
@@ -724,7 +743,9 @@ void uva__scopes_abandon(uva__task_t *task) {
   while (task->timeouts) scope_drop(task->timeouts);
 }
 
-int uva_timeout_enter(uva_timeout_t *t, int64_t ms) {
+/* Enter a scope, then arm it (a deadline passed already fires into the
+ * entered scope). */
+static int timeout_enter_at(uva_timeout_t *t, uint64_t deadline) {
   if (t == NULL) return UV_EINVAL;
   uva__task_t *task = uva__task_current();
   for (uva__scope_t *o = task ? task->timeouts : NULL; o; o = o->outer)
@@ -740,21 +761,34 @@ int uva_timeout_enter(uva_timeout_t *t, int64_t ms) {
   n->user = t;
   n->task = task;
   t->cancels_before_ = task->cancel_requests;
-  int rc = timeout_arm(n, ms);
-  if (rc != 0) { /* UV_ENOMEM: the scope is not entered */
-    uva__free(n);
-    return rc;
-  }
   t->state_ = TO_ENTERED | (task->cancel_pending ? TO_PENDING_AT_ENTER : 0);
   t->node_ = n;
   n->outer = task->timeouts;
   task->timeouts = n;
-  return 0;
+  int rc = timeout_arm_at(n, deadline);
+  if (rc != 0) { /* UV_ENOMEM: the scope is not entered */
+    task->timeouts = n->outer;
+    uva__free(n);
+    t->state_ = TO_IDLE;
+    t->node_ = NULL;
+  }
+  return rc;
+}
+
+int uva_timeout_enter(uva_timeout_t *t, int64_t ms) { return timeout_enter_at(t, deadline_in(ms)); }
+
+int uva_timeout_enter_at(uva_timeout_t *t, uint64_t deadline) {
+  return timeout_enter_at(t, deadline);
 }
 
 int uva_timeout_reschedule(uva_timeout_t *t, int64_t ms) {
   if (t == NULL || to_state(t) != TO_ENTERED) return UV_EINVAL;
-  return timeout_arm(t->node_, ms);
+  return timeout_arm_at(t->node_, deadline_in(ms));
+}
+
+int uva_timeout_reschedule_at(uva_timeout_t *t, uint64_t deadline) {
+  if (t == NULL || to_state(t) != TO_ENTERED) return UV_EINVAL;
+  return timeout_arm_at(t->node_, deadline);
 }
 
 int uva_timeout_expired(const uva_timeout_t *t) {

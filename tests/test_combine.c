@@ -989,6 +989,86 @@ START_TEST(test_timeout_reschedule_moves_deadline) {
 }
 END_TEST
 
+/* asyncio: timeout(0) around sleep(0) times out (the timeout is queued
+ * before the sleep's wake-up); an empty 0 ms block does not; a deadline
+ * in the past (timeout_at, reschedule) expires at once too. */
+static int timeout_zero_main(void *arg) {
+  (void)arg;
+  uva_timeout_t to;
+  ck_assert_int_eq(uva_timeout_enter(&to, 0), 0);
+  int rc = uva_yield();
+  ck_assert_int_eq(rc, UV_ECANCELED);
+  ck_assert_int_eq(uva_timeout_exit(&to, rc), UV_ETIMEDOUT);
+  ck_assert_int_eq(uva_cancelling(), 0);
+
+  ck_assert_int_eq(uva_timeout_enter(&to, 0), 0); /* nothing awaited inside */
+  ck_assert_int_eq(uva_timeout_exit(&to, 4), 4);
+  ck_assert_int_eq(uva_yield(), 0); /* no stray cancel */
+
+  ck_assert_int_eq(uva_timeout_enter_at(&to, uva_now() - 1), 0);
+  ck_assert(uva_timeout_expired(&to));
+  rc = uva_await(uva_sleep(5000), NULL);
+  ck_assert_int_eq(uva_timeout_exit(&to, rc), UV_ETIMEDOUT);
+
+  ck_assert_int_eq(uva_timeout_enter(&to, 5000), 0);
+  ck_assert_int_eq(uva_timeout_reschedule(&to, 0), 0);
+  rc = uva_await(uva_sleep(5000), NULL);
+  ck_assert_int_eq(uva_timeout_exit(&to, rc), UV_ETIMEDOUT);
+  ck_assert_int_eq(uva_await(uva_sleep(1), NULL), 0);
+  return 0;
+}
+START_TEST(test_timeout_zero_expires_at_once) {
+  ck_assert_int_eq(run_test(timeout_zero_main), 0);
+}
+END_TEST
+
+/* timeout_at with a deadline in the future, and reschedule_at. */
+static int timeout_at_main(void *arg) {
+  (void)arg;
+  uva_timeout_t to;
+  ck_assert_int_eq(uva_timeout_enter_at(&to, uva_now() + 20), 0);
+  ck_assert_uint_eq(to.deadline, uva_now() + 20);
+  int rc = uva_await(uva_sleep(5000), NULL);
+  ck_assert_int_eq(uva_timeout_exit(&to, rc), UV_ETIMEDOUT);
+
+  ck_assert_int_eq(uva_timeout_enter_at(&to, UINT64_MAX), 0); /* none */
+  ck_assert_int_eq(uva_timeout_reschedule_at(&to, uva_now() + 10), 0);
+  rc = uva_await(uva_sleep(5000), NULL);
+  ck_assert_int_eq(uva_timeout_exit(&to, rc), UV_ETIMEDOUT);
+  ck_assert_int_eq(uva_timeout_reschedule_at(&to, uva_now()), UV_EINVAL); /* exited */
+  return 0;
+}
+START_TEST(test_timeout_at_and_reschedule_at) {
+  ck_assert_int_eq(run_test(timeout_at_main), 0);
+}
+END_TEST
+
+/* asyncio 3.12: wait_for(task, 0) on a task that has not started cancels
+ * it: it never runs, and the result is a timeout. */
+static int ran_flag;
+static int sets_ran(void *arg) {
+  (void)arg;
+  ran_flag = 1;
+  return 0;
+}
+static int wait_for_zero_task_main(void *arg) {
+  (void)arg;
+  ran_flag = 0;
+  ck_assert_int_eq(uva_await(uva_wait_for(uva_spawn(sets_ran, NULL), 0), NULL), UV_ETIMEDOUT);
+  ck_assert_int_eq(ran_flag, 0);
+  settle();
+  ck_assert_int_eq(ran_flag, 0);
+  /* a future already done still wins over 0 */
+  ck_assert_int_eq(uva_await(uva_wait_for(uva_future_done_with(6), 0), NULL), 6);
+  uva_future_t *p = uva_future_new();
+  ck_assert_int_eq(uva_await(uva_wait_for(p, 0), NULL), UV_ETIMEDOUT);
+  return 0;
+}
+START_TEST(test_wait_for_zero_never_starts_a_task) {
+  ck_assert_int_eq(run_test(wait_for_zero_task_main), 0);
+}
+END_TEST
+
 static int timeout_unseen_main(void *arg) {
   (void)arg;
   /* The loop is held past both deadlines, so one timer phase fires the
@@ -1434,6 +1514,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_timeout_nested_outer_expires);
   tcase_add_test(tc, test_timeout_outer_cancel_stays_cancelled);
   tcase_add_test(tc, test_timeout_reschedule_moves_deadline);
+  tcase_add_test(tc, test_timeout_zero_expires_at_once);
+  tcase_add_test(tc, test_timeout_at_and_reschedule_at);
+  tcase_add_test(tc, test_wait_for_zero_never_starts_a_task);
   tcase_add_test(tc, test_timeout_unseen_expiry_is_withdrawn);
   tcase_add_test(tc, test_timeout_outside_task_is_enotask);
   tcase_add_test(tc, test_timeout_around_gather_cancels_children);
