@@ -426,6 +426,17 @@ uva_group_t *uva_group_new(void);
  * or UVA_ECLOSED (group already failed or joined: nothing spawned). */
 int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg,
                     uva_future_t **task_out);
+/* asyncio's TaskGroup.cancel(): end the group early without an error.
+ * Every task of the group is cancelled, and so is the task that made the
+ * group (the body: its await in progress returns UV_ECANCELED, so it
+ * stops where it waits and goes on to uva_group_join), unless it is in
+ * uva_group_join already. uva_group_join then takes that cancel back and
+ * returns 0 (or the first failure of a task that failed), not
+ * UV_ECANCELED; a cancel of the body from elsewhere still wins. Callable
+ * from the body or from a task of the group, any number of times, until
+ * uva_group_join returns (which frees the group). Spawning afterwards
+ * gives UVA_ECLOSED. */
+void uva_group_cancel(uva_group_t *g);
 /* In a task: wait for every task of the group, then free the group. Returns
  * 0, or the first failure's code. If the calling task is cancelled while
  * waiting, the group's tasks are cancelled, waited for, and UV_ECANCELED is
@@ -475,6 +486,14 @@ uva_future_t *uva_cond_wait(uva_cond_t *c);
 /* Wake up to n waiters / all. Returns the number woken, or UVA_ENOTLOCKED. */
 int uva_cond_notify(uva_cond_t *c, int n);
 int uva_cond_notify_all(uva_cond_t *c);
+/* asyncio's Condition.wait_for(predicate), in a task holding the lock:
+ * call pred(arg) and, while it returns 0, wait (uva_cond_wait) and call it
+ * again, always with the lock held. Returns pred's last result: > 0 once
+ * true, or a negative value pred returned (an error of its own, which
+ * stops the wait); or the wait's error (UV_ECANCELED: the lock is held
+ * again, as after uva_cond_wait), UVA_ENOTLOCKED, UVA_ENOTASK outside a
+ * task, UV_EINVAL for NULL arguments. */
+int uva_cond_wait_for(uva_cond_t *c, int (*pred)(void *arg), void *arg);
 
 typedef struct uva_sem uva_sem_t;
 /* value >= 0 permits. bounded: release beyond the initial value fails with
@@ -492,7 +511,12 @@ void uva_barrier_free(uva_barrier_t *b);
 /* Done when `parties` tasks have arrived; status is the arrival index
  * (0 .. parties-1). UVA_EBROKEN once the barrier is broken (abort, or a
  * waiter cancelled while others were waiting: asyncio only forgets such a
- * waiter, which can hand out an arrival index twice). */
+ * waiter, which can hand out an arrival index twice). The next round
+ * starts as soon as a round is released: a task that passes and waits
+ * again joins it at once, where asyncio holds it back until every task of
+ * the released round has resumed ("draining"). Rounds are made of the
+ * same tasks, in the same arrival order, either way; only the moment the
+ * early task's wait starts differs. */
 uva_future_t *uva_barrier_wait(uva_barrier_t *b);
 void uva_barrier_abort(uva_barrier_t *b);  /* break it: waiters fail */
 void uva_barrier_reset(uva_barrier_t *b);  /* waiters fail, then reusable */
@@ -544,7 +568,11 @@ int uva_queue_full(const uva_queue_t *q);
 
 /* loop.call_soon_threadsafe: from any thread, run fn(arg) on the loop's
  * thread on a later loop turn. Returns 0, UV_ENOMEM, UVA_ECLOSED (loop
- * closing: fn will not run). */
+ * closing: fn will not run). Calls run in the order they were made, but
+ * relative to work queued on the loop's own thread they join the ready
+ * queue when the loop wakes for them (libuv's uv_async, in the poll
+ * phase), not at the moment of the call: asyncio puts them in the same
+ * queue as call_soon, in call order. */
 int uva_call_threadsafe(uva_loop_t *loop, void (*fn)(void *arg), void *arg);
 
 /* asyncio.run_coroutine_threadsafe: spawn fn(arg) as a task on loop from

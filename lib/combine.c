@@ -830,6 +830,8 @@ struct uva_group {
   size_t count;
   int first_error;
   bool aborting, joining, join_cancelled, orphan;
+  uva__task_t *parent; /* the task that made the group (a reference), or NULL */
+  bool parent_cancelled; /* uva_group_cancel cancelled it; join withdraws that */
 };
 
 typedef struct group_node {
@@ -870,7 +872,14 @@ static int group_cancel(uva_future_t *f) {
   return 1;
 }
 
-static const uva__fops_t group_fops = {"group", group_cancel, NULL, sizeof(uva_group_t), NULL};
+static void group_destroy(uva_future_t *f) {
+  uva_group_t *g = (uva_group_t *)f;
+  if (g->parent) uva_release(&g->parent->base);
+  g->parent = NULL;
+}
+
+static const uva__fops_t group_fops = {"group", group_cancel, group_destroy,
+                                       sizeof(uva_group_t), NULL};
 
 uva_group_t *uva_group_new(void) {
   uva_loop_t *loop = uva__loop();
@@ -881,7 +890,21 @@ uva_group_t *uva_group_new(void) {
   g->count = 0;
   g->first_error = 0;
   g->aborting = g->joining = g->join_cancelled = g->orphan = false;
+  g->parent = uva__task_current();
+  if (g->parent) uva_ref(&g->parent->base);
+  g->parent_cancelled = false;
   return g;
+}
+
+void uva_group_cancel(uva_group_t *g) {
+  if (g == NULL) return;
+  if (!g->aborting) group_abort(g);
+  /* asyncio 3.14's TaskGroup.cancel(): the body is cancelled too, so it
+   * stops where it waits; join takes that request back and reports no
+   * cancel. Not while the body is already in join. */
+  if (g->parent && !g->joining && !g->parent_cancelled &&
+      uva__task_cancel(g->parent))
+    g->parent_cancelled = true;
 }
 
 int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out) {
@@ -930,6 +953,13 @@ int uva_group_join(uva_group_t *g) {
     return UVA_ENOTASK;
   }
   g->joining = true;
+  /* The body's own cancel from uva_group_cancel is the group's doing, not
+   * a cancel of the body: withdraw it (uncancel), so that only cancels
+   * from elsewhere reach the join. */
+  if (g->parent_cancelled && t == g->parent) {
+    g->parent_cancelled = false;
+    uva_task_uncancel(&t->base);
+  }
   /* One await normally. A cancel pending at entry is delivered by the
    * await without suspending (it reaches group_cancel first): wait again. */
   while (g->count > 0 && g->base.state == UVA__PENDING) uva_await(uva_ref(&g->base), NULL);

@@ -338,6 +338,20 @@ int uva_cond_notify(uva_cond_t *c, int n) {
 
 int uva_cond_notify_all(uva_cond_t *c) { return uva_cond_notify(c, INT_MAX); }
 
+/* asyncio's Condition.wait_for is a loop in a coroutine; so is this, in
+ * the calling task. */
+int uva_cond_wait_for(uva_cond_t *c, int (*pred)(void *arg), void *arg) {
+  if (c == NULL || pred == NULL) return UV_EINVAL;
+  if (uva__task_current() == NULL) return UVA_ENOTASK;
+  if (!c->lock->locked) return UVA_ENOTLOCKED;
+  int r;
+  while ((r = pred(arg)) == 0) {
+    int rc = uva_await(uva_cond_wait(c), NULL);
+    if (rc < 0) return rc;
+  }
+  return r;
+}
+
 /* ------------------------------------------------------------- semaphore */
 
 struct uva_sem {

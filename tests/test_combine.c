@@ -1145,6 +1145,76 @@ static int group_ok_main(void *arg) {
 START_TEST(test_group_all_succeed) { ck_assert_int_eq(run_test(group_ok_main), 0); }
 END_TEST
 
+/* asyncio's TaskGroup.cancel() from the body: the group's tasks are
+ * cancelled and the join reports no error; the body goes on after. */
+static int group_cancel_from_body_main(void *arg) {
+  (void)arg;
+  job_t j[2] = {{.ms = 5000}, {.ms = 5000, .cleanup_ms = 5}};
+  uva_group_t *g = uva_group_new();
+  for (int i = 0; i < 2; i++) ck_assert_int_eq(uva_group_spawn(g, job_run, &j[i], NULL), 0);
+  settle();
+  uva_group_cancel(g);
+  uva_group_cancel(g); /* idempotent */
+  ck_assert_int_eq(uva_group_spawn(g, job_run, &j[0], NULL), UVA_ECLOSED);
+  ck_assert_int_eq(uva_group_join(g), 0);
+  ck_assert(j[0].saw_cancel && j[1].saw_cancel && j[1].cleaned);
+  ck_assert_int_eq(uva_cancelling(), 0);
+  ck_assert_int_eq(uva_await(uva_sleep(1), NULL), 0); /* no stray cancel */
+  return 0;
+}
+START_TEST(test_group_cancel_from_its_body) {
+  ck_assert_int_eq(run_test(group_cancel_from_body_main), 0);
+}
+END_TEST
+
+/* From a task of the group, while the body waits elsewhere: the body's
+ * await is cancelled (it stops there), its join then returns 0. */
+static uva_group_t *cancel_me;
+static int cancels_group(void *arg) {
+  (void)arg;
+  uva_group_cancel(cancel_me);
+  return 0;
+}
+static int group_cancel_from_child_main(void *arg) {
+  (void)arg;
+  job_t j = {.ms = 5000};
+  cancel_me = uva_group_new();
+  ck_assert_int_eq(uva_group_spawn(cancel_me, job_run, &j, NULL), 0);
+  ck_assert_int_eq(uva_group_spawn(cancel_me, cancels_group, NULL, NULL), 0);
+  ck_assert_int_eq(uva_await(uva_sleep(5000), NULL), UV_ECANCELED); /* the body */
+  ck_assert_int_eq(uva_group_join(cancel_me), 0);
+  ck_assert(j.saw_cancel);
+  ck_assert_int_eq(uva_await(uva_sleep(1), NULL), 0);
+  return 0;
+}
+START_TEST(test_group_cancel_from_a_child_stops_the_body) {
+  ck_assert_int_eq(run_test(group_cancel_from_child_main), 0);
+}
+END_TEST
+
+/* A cancel of the body from outside still wins over the group's own. */
+static int body_cancelling_group(void *arg) {
+  (void)arg;
+  job_t j = {.ms = 5000};
+  uva_group_t *g = uva_group_new();
+  ck_assert_int_eq(uva_group_spawn(g, job_run, &j, NULL), 0);
+  ck_assert_int_eq(uva_await(uva_sleep(5000), NULL), UV_ECANCELED); /* outside's */
+  uva_group_cancel(g);
+  return uva_group_join(g);
+}
+static int group_cancel_outer_wins_main(void *arg) {
+  (void)arg;
+  uva_future_t *t = uva_spawn(body_cancelling_group, NULL);
+  settle();
+  uva_cancel(t);
+  ck_assert_int_eq(uva_await(t, NULL), UV_ECANCELED);
+  return 0;
+}
+START_TEST(test_group_cancel_keeps_an_outside_cancel) {
+  ck_assert_int_eq(run_test(group_cancel_outer_wins_main), 0);
+}
+END_TEST
+
 static uva_group_t *nested_group;
 static int spawner(void *arg) {
   /* a group task may add siblings while the group is being joined */
@@ -1525,6 +1595,9 @@ static Suite *suite(void) {
 
   tc = tcase_create("group");
   tcase_add_test(tc, test_group_all_succeed);
+  tcase_add_test(tc, test_group_cancel_from_its_body);
+  tcase_add_test(tc, test_group_cancel_from_a_child_stops_the_body);
+  tcase_add_test(tc, test_group_cancel_keeps_an_outside_cancel);
   tcase_add_test(tc, test_group_task_can_spawn_sibling_during_join);
   tcase_add_test(tc, test_group_failure_cancels_siblings_and_reports_first_error);
   tcase_add_test(tc, test_group_join_cancelled_cancels_and_awaits_children);

@@ -433,6 +433,57 @@ TASK_TEST(test_cond_woken_then_cancelled_before_resuming_passes_wakeup_on) {
   return 0;
 }
 
+/* asyncio's Condition.wait_for(predicate). */
+static int level;
+static int level_ge_3(void *arg) {
+  (void)arg;
+  ck_assert(uva_lock_locked(uva_cond_lock(g_cond))); /* always with the lock */
+  return level >= 3 ? level : 0;
+}
+static int pred_fails(void *arg) {
+  (void)arg;
+  return UV_EIO;
+}
+static int level_waiter(void *arg) {
+  (void)arg;
+  uva_lock_t *l = uva_cond_lock(g_cond);
+  ck_assert_int_eq(uva_await(uva_lock_acquire(l), NULL), 0);
+  int rc = uva_cond_wait_for(g_cond, level_ge_3, NULL);
+  ck_assert(uva_lock_locked(l));
+  ck_assert_int_eq(uva_lock_release(l), 0);
+  return rc;
+}
+TASK_TEST(test_cond_wait_for_predicate) {
+  g_cond = uva_cond_new(NULL);
+  uva_lock_t *l = uva_cond_lock(g_cond);
+  level = 0;
+  ck_assert_int_eq(uva_cond_wait_for(g_cond, level_ge_3, NULL), UVA_ENOTLOCKED);
+  uva_future_t *t = uva_spawn(level_waiter, NULL);
+  for (int i = 1; i <= 3; i++) {
+    settle();
+    ck_assert(!uva_future_is_done(t));
+    ck_assert_int_eq(uva_await(uva_lock_acquire(l), NULL), 0);
+    level = i;
+    uva_cond_notify_all(g_cond);
+    ck_assert_int_eq(uva_lock_release(l), 0);
+  }
+  ck_assert_int_eq(uva_await(t, NULL), 3);
+  /* true at once: no wait; a negative result is an error that stops it */
+  ck_assert_int_eq(uva_await(uva_lock_acquire(l), NULL), 0);
+  ck_assert_int_eq(uva_cond_wait_for(g_cond, level_ge_3, NULL), 3);
+  ck_assert_int_eq(uva_cond_wait_for(g_cond, pred_fails, NULL), UV_EIO);
+  ck_assert_int_eq(uva_cond_wait_for(g_cond, NULL, NULL), UV_EINVAL);
+  ck_assert_int_eq(uva_lock_release(l), 0);
+  /* cancelled while waiting: returns UV_ECANCELED, holding the lock */
+  level = 0;
+  t = uva_spawn(level_waiter, NULL);
+  settle();
+  uva_cancel(t);
+  ck_assert_int_eq(uva_await(t, NULL), UV_ECANCELED);
+  uva_cond_free(g_cond);
+  return 0;
+}
+
 TASK_TEST(test_cond_free_with_waiters_fails_them_closed) {
   g_cond = uva_cond_new(NULL);
   uva_future_t *t = uva_spawn(cond_waiter, (void *)0);
@@ -749,6 +800,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cond_cancelled_wait_with_free_lock_completes_at_once);
   tcase_add_test(tc, test_cond_notified_then_cancelled_waiter_passes_wakeup_on);
   tcase_add_test(tc, test_cond_woken_then_cancelled_before_resuming_passes_wakeup_on);
+  tcase_add_test(tc, test_cond_wait_for_predicate);
   tcase_add_test(tc, test_cond_free_with_waiters_fails_them_closed);
   tcase_add_test(tc, test_cond_free_fails_waiters_queued_on_borrowed_lock);
   suite_add_tcase(s, tc);
