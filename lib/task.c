@@ -217,35 +217,20 @@ static void task_suspend(uva__task_t *t) {
   uva__ctx_switch(&t->ctx, &loop->sched_ctx, t->stack, NULL, false);
 }
 
-int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
-  if (out) *out = NULL;
-  if (f == NULL) return UV_ENOMEM;
-  uva__task_t *t = uva__task_current();
-  if (t == NULL || t->base.loop != f->loop) {
-    uva_release(f);
-    return t ? UV_EINVAL : UVA_ENOTASK;
-  }
-  /* asyncio raises "Task cannot await on itself"; waiting would hang. */
-  if (f->is_task && f->state == UVA__PENDING && awaits_itself(t, f)) {
-    uva_release(f);
-    return UVA_EDEADLK;
-  }
-  /* A cancel that arrived while the task was not awaiting is delivered at
-   * the first await that would suspend, as asyncio delivers it at the next
-   * suspension: a future that is already done (a free lock, a non-empty
-   * queue) still hands over its result, so nothing is lost. */
-  if (t->cancel_pending && f->state == UVA__PENDING) uva_cancel(f);
-  bool suspended = f->state == UVA__PENDING;
-  if (suspended) {
-    t->awaiting = f;
-    t->await_file = file;
-    t->await_line = line;
-    uva__cb_add(f, &t->wake);
-    task_suspend(t);
-    t->awaiting = NULL;
+/* The task resumed from f with a cancel pending (or before it suspends:
+ * resumed false). The rare cases of an await, kept off its hot path. */
+static __attribute__((noinline)) int await_cancel_pending(uva__task_t *t, uva_future_t *f,
+                                                          bool resumed) {
+  if (!resumed) {
+    /* A cancel that arrived while the task was not awaiting is delivered
+     * at the first await that would suspend, as asyncio delivers it at the
+     * next suspension: a future that is already done (a free lock, a
+     * non-empty queue) still hands over its result, so nothing is lost. */
+    uva_cancel(f);
+    return 0;
   }
   int st = f->status;
-  if (t->cancel_pending && suspended && st >= 0) {
+  if (st >= 0) {
     /* The cancel came while f's result was already on its way to us (f
      * was done, or finished anyway). A hand-off that can be undone (an
      * item, a lock, a permit) is given back and the cancel wins, as in
@@ -256,9 +241,44 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
     else
       t->cancel_late = 1;
   }
-  if (st == UV_ECANCELED && t->cancel_pending) { /* delivered */
+  if (st == UV_ECANCELED) { /* delivered */
     t->cancel_pending = 0;
     t->cancel_late = 0;
+  }
+  return st;
+}
+
+int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
+  if (out) *out = NULL;
+  if (f == NULL) return UV_ENOMEM;
+  uva__task_t *t = uva__task_current();
+  if (t == NULL || t->base.loop != f->loop) {
+    uva_release(f);
+    return t ? UV_EINVAL : UVA_ENOTASK;
+  }
+  int st;
+  if (f->state == UVA__PENDING) {
+    /* asyncio raises "Task cannot await on itself"; waiting would hang. */
+    if (f->is_task && awaits_itself(t, f)) {
+      uva_release(f);
+      return UVA_EDEADLK;
+    }
+    if (t->cancel_pending) await_cancel_pending(t, f, false);
+  }
+  if (f->state == UVA__PENDING) {
+    t->awaiting = f;
+    t->await_file = file;
+    t->await_line = line;
+    uva__cb_add(f, &t->wake);
+    task_suspend(t);
+    t->awaiting = NULL;
+    st = t->cancel_pending ? await_cancel_pending(t, f, true) : f->status;
+  } else {
+    st = f->status;
+    if (st == UV_ECANCELED && t->cancel_pending) { /* delivered */
+      t->cancel_pending = 0;
+      t->cancel_late = 0;
+    }
   }
   if (out && st >= 0) {
     *out = f->value;
