@@ -490,24 +490,41 @@ int uva_queue_full(const uva_queue_t *q);
 
 /* ----------------------------------------------------- other threads */
 
+/* These functions may be called from any number of threads at any time,
+ * also while the loop thread is in uva_loop_close and after it has
+ * returned: a call is either accepted (it WILL run, before
+ * uva_loop_close returns) or refused with UVA_ECLOSED, never dropped.
+ * The library keeps a registry of live loops, so a pointer to a loop that
+ * has been closed is recognised and refused, not dereferenced. The one
+ * case it cannot tell apart: once a loop is freed, a new loop may be
+ * created at the same address, and calls with the old pointer then go to
+ * the new loop. A thread that calls a loop which may close should stop at
+ * its first UVA_ECLOSED (or learn of the close some other way) before a new
+ * loop can be created in its place. */
+
 /* loop.call_soon_threadsafe: from any thread, run fn(arg) on the loop's
- * thread on a later loop turn. Returns 0, UV_ENOMEM, UVA_ECLOSED (loop
- * closing: fn will not run). */
+ * thread on a later loop turn. Returns 0 (fn will run), UV_ENOMEM,
+ * UV_EINVAL (loop or fn NULL) or UVA_ECLOSED (loop closing or closed: fn
+ * will not run). */
 int uva_call_threadsafe(uva_loop_t *loop, void (*fn)(void *arg), void *arg);
 
 /* asyncio.run_coroutine_threadsafe: spawn fn(arg) as a task on loop from
  * another thread and wait for its result there. */
 typedef struct uva_tsfuture uva_tsfuture_t;
-/* NULL on ENOMEM. If the loop closes before the task ends, the result is
- * UVA_ECLOSED or UV_ECANCELED. */
+/* NULL on ENOMEM or a NULL loop or fn. The handle always gets a result:
+ * UVA_ECLOSED if the loop was closing or closed (the task never ran),
+ * UV_ECANCELED if it was cancelled (by uva_tsfuture_cancel or by the
+ * loop's close), else the task's outcome. */
 uva_tsfuture_t *uva_submit_threadsafe(uva_loop_t *loop, uva_task_fn fn, void *arg);
 /* Block the calling thread (not the loop's) until the task ends or
  * timeout_ms passes (< 0: forever). Returns the task's status, or
  * UV_ETIMEDOUT (the task keeps running), or UV_EBUSY when called on the
- * loop's own thread (it would deadlock). *out receives the value (owned by
- * the caller) when not NULL and the task succeeded. */
+ * loop's own thread before the task ended (it would deadlock). *out
+ * receives the value (owned by the caller) when not NULL and the task
+ * succeeded. */
 int uva_tsfuture_wait(uva_tsfuture_t *t, int64_t timeout_ms, void **out);
-/* Ask the loop to cancel the task (from any thread). */
+/* Ask the loop to cancel the task (from any thread; nothing if it is done
+ * or the loop closed). */
 void uva_tsfuture_cancel(uva_tsfuture_t *t);
 /* Free the handle (from any thread). The task runs on if not done. */
 void uva_tsfuture_free(uva_tsfuture_t *t);

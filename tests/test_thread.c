@@ -114,7 +114,7 @@ START_TEST(test_submit_to_closed_loop_fails_cleanly) {
   uva_loop_t *loop;
   ck_assert_int_eq(uva_loop_new(&loop), 0);
   uva_tsfuture_t *t = uva_submit_threadsafe(loop, doubler, (void *)1);
-  ck_assert_int_eq(uva_loop_close(loop), 0); /* never ran: dropped */
+  ck_assert_int_eq(uva_loop_close(loop), 0); /* refused while closing: never ran */
   ck_assert_int_eq(uva_tsfuture_wait(t, 0, NULL), UVA_ECLOSED);
   uva_tsfuture_free(t);
   ck_assert_int_eq(uva_call_threadsafe(NULL, on_loop, NULL), UV_EINVAL);
@@ -122,6 +122,108 @@ START_TEST(test_submit_to_closed_loop_fails_cleanly) {
 }
 END_TEST
 
+
+/* Eight threads call in without pause while the loop thread closes the
+ * loop, and go on calling after it is freed. Every call that returned 0
+ * must have run exactly once; every other call fails with UVA_ECLOSED.
+ * The close starts while the calls stream in (after 64 per thread ran), and
+ * the threads only stop when refused, so each round crosses the close. */
+enum { HAMMER_THREADS = 8, HAMMER_ROUNDS = 8, HAMMER_WARM = 64 * HAMMER_THREADS };
+
+typedef struct {
+  uva_loop_t *loop;
+  uva_event_t *warm;       /* set when HAMMER_WARM calls have run */
+  long ran;                /* calls run (loop thread) */
+  long tasks_ran;          /* submitted tasks that ran (loop thread) */
+  atomic_long accepted;    /* calls that returned 0 */
+  atomic_long tasks_ok;    /* submissions whose result came back */
+  atomic_int unexpected;   /* any other return code */
+  uv_mutex_t mu;
+  uv_cond_t cond;
+  int closed;              /* uva_loop_close has returned */
+} hammer_t;
+
+static void hammer_call(void *arg) {
+  hammer_t *h = arg;
+  if (++h->ran == HAMMER_WARM) uva_event_set(h->warm);
+}
+static int hammer_task(void *arg) {
+  hammer_t *h = arg;
+  h->tasks_ran++;
+  return 7;
+}
+static void hammer_thread(void *arg) {
+  hammer_t *h = arg;
+  long accepted = 0;
+  for (unsigned i = 0;; i++) {
+    if (i % 8 == 7) { /* a task now and then, every other one cancelled */
+      uva_tsfuture_t *t = uva_submit_threadsafe(h->loop, hammer_task, h);
+      if (t == NULL) {
+        atomic_fetch_add(&h->unexpected, 1);
+        break;
+      }
+      if (i % 16 == 15) uva_tsfuture_cancel(t);
+      int rc = uva_tsfuture_wait(t, -1, NULL);
+      uva_tsfuture_free(t);
+      if (rc == 7) atomic_fetch_add(&h->tasks_ok, 1);
+      else if (rc != UVA_ECLOSED && rc != UV_ECANCELED) atomic_fetch_add(&h->unexpected, 1);
+      if (rc == UVA_ECLOSED) break;
+      continue;
+    }
+    int rc = uva_call_threadsafe(h->loop, hammer_call, h);
+    if (rc == 0) {
+      accepted++;
+    } else {
+      if (rc != UVA_ECLOSED) atomic_fetch_add(&h->unexpected, 1);
+      break;
+    }
+  }
+  atomic_fetch_add(&h->accepted, accepted);
+  /* Once close has returned (the loop is freed), every entry point still
+   * refuses cleanly. */
+  uv_mutex_lock(&h->mu);
+  while (!h->closed) uv_cond_wait(&h->cond, &h->mu);
+  uv_mutex_unlock(&h->mu);
+  if (uva_call_threadsafe(h->loop, hammer_call, h) != UVA_ECLOSED) atomic_fetch_add(&h->unexpected, 1);
+  uva_tsfuture_t *t = uva_submit_threadsafe(h->loop, hammer_task, h);
+  uva_tsfuture_cancel(t);
+  if (uva_tsfuture_wait(t, -1, NULL) != UVA_ECLOSED) atomic_fetch_add(&h->unexpected, 1);
+  uva_tsfuture_free(t);
+}
+static int hammer_main(void *arg) {
+  hammer_t *h = arg;
+  return uva_await(uva_event_wait(h->warm), NULL);
+}
+START_TEST(test_threadsafe_calls_race_loop_close) {
+  long live = uva_test_alloc_live();
+  for (int round = 0; round < HAMMER_ROUNDS; round++) {
+    hammer_t h = {0};
+    uv_mutex_init(&h.mu);
+    uv_cond_init(&h.cond);
+    ck_assert_int_eq(uva_loop_new(&h.loop), 0);
+    h.warm = uva_event_new();
+    uv_thread_t th[HAMMER_THREADS];
+    for (int i = 0; i < HAMMER_THREADS; i++) uv_thread_create(&th[i], hammer_thread, &h);
+    uva_future_t *m = uva_spawn(hammer_main, &h);
+    ck_assert_int_eq(uva_loop_run_until(h.loop, m), 0);
+    uva_release(m);
+    uva_event_free(h.warm);
+    ck_assert_int_eq(uva_loop_close(h.loop), 0); /* the threads are still calling */
+    uv_mutex_lock(&h.mu);
+    h.closed = 1;
+    uv_cond_broadcast(&h.cond);
+    uv_mutex_unlock(&h.mu);
+    for (int i = 0; i < HAMMER_THREADS; i++) uv_thread_join(&th[i]);
+    ck_assert_int_eq(atomic_load(&h.unexpected), 0);
+    ck_assert_int_eq(atomic_load(&h.accepted), h.ran); /* none dropped, none twice */
+    ck_assert_int_eq(atomic_load(&h.tasks_ok), h.tasks_ran);
+    ck_assert_int_ge(h.ran, HAMMER_WARM);
+    uv_cond_destroy(&h.cond);
+    uv_mutex_destroy(&h.mu);
+  }
+  ck_assert_int_eq(uva_test_alloc_live(), live);
+}
+END_TEST
 
 /* ------------------------------------------------- to_thread, executors */
 
@@ -305,6 +407,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_submit_threadsafe_and_wait_for_result);
   tcase_add_test(tc, test_idle_loop_wakes_for_other_threads);
   tcase_add_test(tc, test_submit_to_closed_loop_fails_cleanly);
+  tcase_add_test(tc, test_threadsafe_calls_race_loop_close);
   tcase_add_test(tc, test_to_thread_returns_status_and_value);
   tcase_add_test(tc, test_to_thread_cancel_running_and_queued_jobs);
   tcase_add_test(tc, test_executor_jobs_do_not_starve_libuv_pool);
