@@ -534,7 +534,23 @@ void uva_tsfuture_free(uva_tsfuture_t *t);
 /* A blocking job for another thread. Return a status (>= 0 success, < 0 an
  * error code); on success *value may be set to a result, which the future
  * then carries with the free_fn given to uva_to_thread. The job must not
- * touch the loop (use uva_call_threadsafe for that). */
+ * touch the loop (use uva_call_threadsafe for that).
+ *
+ * JOBS, BORROWED MEMORY AND CANCELLATION (uva_to_thread and the uva_fs_*
+ * requests follow this rule). What a job or request borrows (to_thread's
+ * arg, the buffers of uva_fs_read/write...) stays borrowed until its future
+ * is done, and the future is not done while the job can still touch it. So
+ * the natural code, free(arg) once the await has returned, is safe on every
+ * path, cancelled or not. Cancelling:
+ *  - a job not started yet takes it out of the queue: it never runs, and
+ *    the future completes with UV_ECANCELED at once;
+ *  - a running job cannot be stopped: its future completes when it
+ *    returns, with its real outcome (status and value: the work happened,
+ *    and the caller sees it). A cancelled task awaiting it gets that
+ *    outcome, and the cancel at its next await. The job can notice the
+ *    request (uva_job_cancelled) and return early, UV_ECANCELED say.
+ * To abandon a job that may never return (wait_for around it), hand the
+ * library its argument instead: uva_to_thread_owned. */
 typedef int (*uva_work_fn)(void *arg, void **value);
 
 /* A pool of dedicated threads. libuv's own pool (4 threads unless
@@ -548,30 +564,50 @@ typedef struct uva_executor uva_executor_t;
 /* Start an executor of `threads` threads (1..1024) for this thread's loop.
  * Returns 0, UV_EINVAL, UVA_ENOLOOP, UV_ENOMEM or a libuv thread error. */
 int uva_executor_new(uva_executor_t **out, unsigned threads);
-/* Stop it: jobs not started yet complete with UV_ECANCELED, running jobs
- * are waited for (this blocks the loop thread until they return), then the
- * threads are joined. Call it before closing the loop. NULL is ignored. */
+/* Stop it: jobs not started yet complete with UV_ECANCELED (owned
+ * arguments are freed), running jobs are waited for (this blocks the loop
+ * thread until they return), then the threads are joined. Call it before
+ * closing the loop. NULL is ignored. */
 void uva_executor_free(uva_executor_t *ex);
 
 /* asyncio.to_thread / run_in_executor: run fn(arg, &value) on ex's threads
  * (NULL: libuv's pool) and complete the returned future with its status and
- * value. Cancelling the future before the job starts takes it out of the
- * queue; cancelling it while it runs completes the future with
- * UV_ECANCELED at once, and the job's late value is freed with free_fn when
- * it returns. NULL on ENOMEM / no loop; a failed future (UV_EINVAL) for a
+ * value. arg is borrowed until the future is done; cancelling follows the
+ * rule above. NULL on ENOMEM / no loop; a failed future (UV_EINVAL) for a
  * NULL fn or an executor of another loop. */
 uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
                             uva_free_fn free_fn);
+/* The same for a job you want to be able to abandon: the library owns arg
+ * from this call on and calls arg_free(arg) (if not NULL) exactly once, on
+ * the loop's thread, when the job has returned or was dropped unstarted,
+ * and also when the call fails (rule 3; with no loop, on the calling
+ * thread). Cancelling completes the future with UV_ECANCELED at once, also
+ * while the job runs: the job runs on, its late value is freed with
+ * free_fn, and arg after it. The loop still waits for the job before it
+ * closes. */
+uva_future_t *uva_to_thread_owned(uva_executor_t *ex, uva_work_fn fn, void *arg,
+                                  uva_free_fn arg_free, uva_free_fn free_fn);
+/* Inside a job (on the worker thread): 1 once a cancel was requested for
+ * the job running on this thread, else 0 (also outside jobs). A long job
+ * can poll it and stop early. */
+int uva_job_cancelled(void);
 
 /* ----------------------------------------------------------------- files */
 /* Futures over libuv's uv_fs_* requests (they run on libuv's pool). Each
  * completes with libuv's result: >= 0 on success (a file descriptor, a byte
  * count, 0) or a negative libuv error (UV_ENOENT, UV_EACCES, ...). Paths are
- * copied; buffers are borrowed and must stay valid until the future is done.
- * Cancelling takes a request that has not started out of the queue; one
- * that is running cannot be stopped, so its future completes (UV_ECANCELED)
- * when it ends: a borrowed buffer is never written after you were told the
- * operation is over, and a file opened by a cancelled open is closed. */
+ * copied; buffers are borrowed until the future is done.
+ * Cancelling follows the rule of the to_thread section (JOBS, BORROWED
+ * MEMORY AND CANCELLATION): a request not started yet completes with
+ * UV_ECANCELED at once; one that is running completes with its real result
+ * when it ends: an open that ran gives its descriptor, which the caller
+ * then owns and closes; a write that ran gives its byte count. An open whose
+ * future nobody holds any more closes the descriptor it got.
+ * uva_fs_read_file and uva_fs_write_file are several requests: cancelled,
+ * they stop at the next step, close what they opened and complete with
+ * UV_ECANCELED (a write_file cancelled midway leaves the file partly
+ * written); a cancel that comes once all the data is through gets the real
+ * result. */
 
 /* Memory the library hands you as a value (uv_stat_t, uva_bytes_t,
  * uva_dirents_t) is freed with uva_free. NULL is ignored. */

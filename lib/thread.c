@@ -301,24 +301,34 @@ void uva_tsfuture_free(uva_tsfuture_t *t) {
 
 /* ------------------------------------------------- to_thread, executors */
 /* A job is a future with one extra reference held while the job is in
- * flight; the loop drops it when the job's completion comes back, so a
- * cancelled (abandoned) job's memory and late value outlive the future's
- * other owners. loop->jobs counts jobs in flight: a loop does not close
- * under them. */
+ * flight (queued or running); the loop drops it when the job comes back,
+ * so the job's memory and late value outlive the future's other owners.
+ * loop->jobs counts jobs in flight: a loop does not close under them.
+ *
+ * Cancelling follows the header's rule (to_thread section). A job taken out
+ * of its queue completes UV_ECANCELED at once. A running job cannot be
+ * stopped: it sees uva_job_cancelled() == 1, and its future completes when
+ * it returns, with its real outcome (uva_to_thread: the caller lent arg, so
+ * telling it "over" before the job let go of arg made the natural
+ * free-after-await a use-after-free), or at once with UV_ECANCELED for
+ * uva_to_thread_owned, whose arg the library frees after the job. */
 
-enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED, JOB_CANCELLED };
+enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
 
 typedef struct job {
   uva_future_t base;
   uva_work_fn fn;
   void *arg;
+  uva_free_fn arg_free; /* owned jobs: frees arg once the job is over */
+  bool owned;
   uva_free_fn free_fn;
   int status;           /* written by the worker */
   void *value;
+  atomic_int cancel;    /* a cancel was requested: uva_job_cancelled() */
   uv_work_t req;        /* libuv's pool */
   uva_executor_t *ex;   /* or an executor */
-  struct job *next;     /* executor queue */
-  _Atomic int state;    /* executor jobs: QUEUED -> RUNNING | CANCELLED */
+  uva__link_t qlink;    /* executor queue, under ex->mu */
+  atomic_int state;     /* executor jobs: QUEUED -> RUNNING -> FINISHED */
   uva__tscall_t done;   /* executor jobs: the completion, posted back */
 } job_t;
 
@@ -326,15 +336,37 @@ struct uva_executor {
   uva_loop_t *loop;
   uv_mutex_t mu;
   uv_cond_t cond;
-  job_t *head, *tail;
+  uva__link_t queue;
   bool stopping;
   unsigned nthreads;
   uv_thread_t *threads;
 };
 
-/* Back on the loop: hand over the result, or free it if nobody waits. */
+/* The job running on this (worker) thread. */
+static _Thread_local job_t *current_job;
+
+int uva_job_cancelled(void) {
+  job_t *j = current_job;
+  return j != NULL && atomic_load_explicit(&j->cancel, memory_order_relaxed);
+}
+
+static void run_job(job_t *j) {
+  current_job = j;
+  j->value = NULL;
+  j->status = j->fn(j->arg, &j->value);
+  current_job = NULL;
+}
+
+static void free_arg(bool owned, uva_free_fn arg_free, void *arg) {
+  if (owned && arg_free) arg_free(arg);
+}
+
+/* Back on the loop, the job over (ran, or dropped unstarted): free an owned
+ * arg, hand over the result, or free it if the future is done already. */
 static void job_finish(job_t *j) {
   uva_loop_t *loop = j->base.loop;
+  free_arg(j->owned, j->arg_free, j->arg);
+  j->arg = NULL;
   if (j->base.state == UVA__PENDING) {
     if (j->status >= 0) {
       uva__future_complete(&j->base, j->status, j->value, j->free_fn);
@@ -352,29 +384,39 @@ static void job_finish(job_t *j) {
 
 static int job_cancel(uva_future_t *f) {
   job_t *j = (job_t *)f;
+  atomic_store_explicit(&j->cancel, 1, memory_order_relaxed);
   if (j->ex == NULL) {
-    /* Queued: uv_cancel takes it out and after_work sees UV_ECANCELED.
-     * Running: it cannot be stopped; the future ends now, the result is
-     * freed when it comes. */
-    uv_cancel((uv_req_t *)&j->req);
-  } else {
-    int queued = JOB_QUEUED;
-    atomic_compare_exchange_strong(&j->state, &queued, JOB_CANCELLED);
+    /* Queued: uv_cancel takes it out and pool_after follows with
+     * UV_ECANCELED (and drops the job's reference). */
+    if (uv_cancel((uv_req_t *)&j->req) == 0) return uva__future_cancel_now(f);
+  } else if (atomic_load(&j->state) != JOB_FINISHED) {
+    /* Not finished: uva_executor_free (this thread) has not run, so ex is
+     * alive. Workers take jobs under ex->mu, so QUEUED here is final. */
+    uva_executor_t *ex = j->ex;
+    uv_mutex_lock(&ex->mu);
+    bool queued = atomic_load(&j->state) == JOB_QUEUED;
+    if (queued) uva__list_unlink(&j->qlink);
+    uv_mutex_unlock(&ex->mu);
+    if (queued) {
+      j->status = UV_ECANCELED;
+      job_finish(j); /* completes f now; the caller still holds it */
+      return 1;
+    }
   }
-  return uva__future_cancel_now(f);
+  /* Started. */
+  return j->owned ? uva__future_cancel_now(f) : 1;
 }
 
 static const uva__fops_t job_fops = {"to_thread", job_cancel, NULL, sizeof(job_t)};
 
-static void pool_work(uv_work_t *req) {
-  job_t *j = UVA_CONTAINER_OF(req, job_t, req);
-  j->value = NULL;
-  j->status = j->fn(j->arg, &j->value);
-}
+static void pool_work(uv_work_t *req) { run_job(UVA_CONTAINER_OF(req, job_t, req)); }
 
 static void pool_after(uv_work_t *req, int status) {
   job_t *j = UVA_CONTAINER_OF(req, job_t, req);
-  if (status == UV_ECANCELED) j->status = UV_ECANCELED; /* never ran */
+  if (status == UV_ECANCELED) { /* never ran */
+    j->status = UV_ECANCELED;
+    j->value = NULL;
+  }
   job_finish(j);
 }
 
@@ -384,22 +426,17 @@ static void worker(void *arg) {
   uva_executor_t *ex = arg;
   uv_mutex_lock(&ex->mu);
   for (;;) {
-    while (ex->head == NULL && !ex->stopping) uv_cond_wait(&ex->cond, &ex->mu);
-    job_t *j = ex->head;
-    if (j == NULL) break; /* stopping and drained */
-    ex->head = j->next;
-    if (ex->head == NULL) ex->tail = NULL;
+    while (uva__list_empty(&ex->queue) && !ex->stopping) uv_cond_wait(&ex->cond, &ex->mu);
+    uva__link_t *l = uva__list_shift(&ex->queue);
+    if (l == NULL) break; /* stopping (uva_executor_free took the queue) */
+    job_t *j = UVA_CONTAINER_OF(l, job_t, qlink);
+    atomic_store(&j->state, JOB_RUNNING);
     uv_mutex_unlock(&ex->mu);
-    int queued = JOB_QUEUED;
-    if (atomic_compare_exchange_strong(&j->state, &queued, JOB_RUNNING)) {
-      j->value = NULL;
-      j->status = j->fn(j->arg, &j->value);
-      atomic_store(&j->state, JOB_FINISHED);
-    }
-    /* Cancelled jobs come back too: the loop drops their reference. The
-     * node is preallocated, so this cannot fail for memory; the loop only
-     * refuses once it is closed, which uva_executor_free's contract rules
-     * out. */
+    run_job(j);
+    atomic_store(&j->state, JOB_FINISHED);
+    /* The node is preallocated, so this cannot fail for memory; the loop
+     * only refuses once it is closed, and it does not close while jobs
+     * are in flight. */
     post_node(j->base.loop, &j->done);
     uv_mutex_lock(&ex->mu);
   }
@@ -415,6 +452,7 @@ int uva_executor_new(uva_executor_t **out, unsigned threads) {
   uva_executor_t *ex = uva__calloc(1, sizeof *ex);
   if (ex == NULL) return UV_ENOMEM;
   ex->loop = loop;
+  uva__list_init(&ex->queue);
   ex->threads = uva__calloc(threads, sizeof *ex->threads);
   int rc = ex->threads ? uv_mutex_init(&ex->mu) : UV_ENOMEM;
   if (rc != 0) {
@@ -442,19 +480,19 @@ int uva_executor_new(uva_executor_t **out, unsigned threads) {
 
 void uva_executor_free(uva_executor_t *ex) {
   if (ex == NULL) return;
+  uva__link_t queued;
+  uva__list_init(&queued);
   uv_mutex_lock(&ex->mu);
   ex->stopping = true;
-  job_t *queued = ex->head;
-  ex->head = ex->tail = NULL;
+  for (uva__link_t *l; (l = uva__list_shift(&ex->queue)) != NULL;) uva__list_push(&queued, l);
   uv_cond_broadcast(&ex->cond);
   uv_mutex_unlock(&ex->mu);
   /* Jobs that never started end cancelled; we are on the loop's thread. */
-  while (queued) {
-    job_t *next = queued->next;
-    atomic_store(&queued->state, JOB_CANCELLED);
-    queued->status = UV_ECANCELED;
-    job_finish(queued);
-    queued = next;
+  for (uva__link_t *l; (l = uva__list_shift(&queued)) != NULL;) {
+    job_t *j = UVA_CONTAINER_OF(l, job_t, qlink);
+    atomic_store(&j->state, JOB_FINISHED);
+    j->status = UV_ECANCELED;
+    job_finish(j);
   }
   for (unsigned i = 0; i < ex->nthreads; i++) uv_thread_join(&ex->threads[i]);
   uv_cond_destroy(&ex->cond);
@@ -463,43 +501,62 @@ void uva_executor_free(uva_executor_t *ex) {
   uva__free(ex);
 }
 
-uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
-                            uva_free_fn free_fn) {
+static uva_future_t *submit(uva_executor_t *ex, uva_work_fn fn, void *arg, bool owned,
+                            uva_free_fn arg_free, uva_free_fn free_fn) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
-  if (fn == NULL || (ex && ex->loop != loop)) return uva__future_done(loop, UV_EINVAL);
+  if (loop == NULL) {
+    free_arg(owned, arg_free, arg);
+    return NULL;
+  }
+  if (fn == NULL || (ex && ex->loop != loop)) {
+    free_arg(owned, arg_free, arg);
+    return uva__future_done(loop, UV_EINVAL);
+  }
   job_t *j = (job_t *)uva__future_alloc(loop, &job_fops);
-  if (j == NULL) return NULL;
+  if (j == NULL) {
+    free_arg(owned, arg_free, arg);
+    return NULL;
+  }
   j->fn = fn;
   j->arg = arg;
+  j->owned = owned;
+  j->arg_free = arg_free;
   j->free_fn = free_fn;
   j->ex = ex;
-  j->base.refs++; /* the job's own, while in flight */
+  atomic_init(&j->cancel, 0);
+  atomic_init(&j->state, JOB_QUEUED);
+  int rc = 0;
   if (ex == NULL) {
-    int rc = uv_queue_work(loop->uv, &j->req, pool_work, pool_after);
-    if (rc != 0) {
-      j->base.refs--;
-      uva__future_complete(&j->base, rc, NULL, NULL);
-      return &j->base;
-    }
+    rc = uv_queue_work(loop->uv, &j->req, pool_work, pool_after);
   } else {
-    atomic_init(&j->state, JOB_QUEUED);
     j->done.fn = job_posted;
     j->done.arg = j;
     j->done.owned = true;
     uv_mutex_lock(&ex->mu);
     if (ex->stopping) {
-      uv_mutex_unlock(&ex->mu);
-      j->base.refs--;
-      uva__future_complete(&j->base, UVA_ECLOSED, NULL, NULL);
-      return &j->base;
+      rc = UVA_ECLOSED;
+    } else {
+      uva__list_push(&ex->queue, &j->qlink);
+      uv_cond_signal(&ex->cond);
     }
-    j->next = NULL;
-    if (ex->tail) ex->tail->next = j; else ex->head = j;
-    ex->tail = j;
-    uv_cond_signal(&ex->cond);
     uv_mutex_unlock(&ex->mu);
   }
+  if (rc != 0) {
+    free_arg(owned, arg_free, arg);
+    uva__future_complete(&j->base, rc, NULL, NULL);
+    return &j->base;
+  }
+  j->base.refs++; /* the job's own, while in flight */
   loop->jobs++;
   return &j->base;
+}
+
+uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
+                            uva_free_fn free_fn) {
+  return submit(ex, fn, arg, false, NULL, free_fn);
+}
+
+uva_future_t *uva_to_thread_owned(uva_executor_t *ex, uva_work_fn fn, void *arg,
+                                  uva_free_fn arg_free, uva_free_fn free_fn) {
+  return submit(ex, fn, arg, true, arg_free, free_fn);
 }
