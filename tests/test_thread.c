@@ -7,9 +7,10 @@
 #include <unistd.h>
 
 static atomic_int calls_seen;
+static uva_event_t *calls_ev;
 static void on_loop(void *arg) {
   ck_assert_ptr_nonnull(uva_loop_current()); /* runs on the loop's thread */
-  atomic_fetch_add(&calls_seen, (int)(intptr_t)arg);
+  if (atomic_fetch_add(&calls_seen, (int)(intptr_t)arg) + 1 == 400) uva_event_set(calls_ev);
 }
 
 static void poster(void *arg) {
@@ -20,11 +21,13 @@ static void poster(void *arg) {
 static int call_from_threads(void *arg) {
   (void)arg;
   atomic_store(&calls_seen, 0);
+  calls_ev = uva_event_new();
   uv_thread_t th[4];
   for (int i = 0; i < 4; i++) uv_thread_create(&th[i], poster, uva_loop_current());
-  while (atomic_load(&calls_seen) < 400) uva_await(uva_sleep(1), NULL);
+  ck_assert_int_eq(uva_await(uva_event_wait(calls_ev), NULL), 0); /* the 400th ran */
   for (int i = 0; i < 4; i++) uv_thread_join(&th[i]);
   ck_assert_int_eq(atomic_load(&calls_seen), 400);
+  uva_event_free(calls_ev);
   return 0;
 }
 START_TEST(test_call_threadsafe_runs_on_loop_thread) {
@@ -36,36 +39,40 @@ static int doubler(void *arg) {
   uva_await(uva_sleep(5), NULL);
   return 2 * (int)(intptr_t)arg;
 }
-static int slow(void *arg) {
+static int never_done(void *arg) {
   (void)arg;
-  return uva_await(uva_sleep(100000), NULL);
+  return uva_await(uva_future_new(), NULL); /* nobody completes it: until cancelled */
 }
 
 typedef struct {
   uva_loop_t *loop;
+  uva_event_t *done; /* set (on the loop) when the thread has its results */
   int result, timed_out, cancelled;
 } sub_t;
+static void set_event(void *arg) { uva_event_set(arg); }
 
 static void submitter(void *arg) {
   sub_t *s = arg;
   uva_tsfuture_t *t = uva_submit_threadsafe(s->loop, doubler, (void *)21);
   s->result = uva_tsfuture_wait(t, -1, NULL);
   uva_tsfuture_free(t);
-  t = uva_submit_threadsafe(s->loop, slow, NULL);
+  t = uva_submit_threadsafe(s->loop, never_done, NULL);
   s->timed_out = uva_tsfuture_wait(t, 20, NULL);
   uva_tsfuture_cancel(t);
   s->cancelled = uva_tsfuture_wait(t, -1, NULL);
   uva_tsfuture_free(t);
+  if (uva_call_threadsafe(s->loop, set_event, s->done) != 0) abort();
 }
 
 static int submit_from_thread(void *arg) {
   (void)arg;
-  sub_t s = {uva_loop_current(), 0, 0, 0};
+  sub_t s = {uva_loop_current(), uva_event_new(), 0, 0, 0};
   uv_thread_t th;
   uv_thread_create(&th, submitter, &s);
   /* Keep the loop turning while the other thread works. */
-  while (s.cancelled == 0) uva_await(uva_sleep(2), NULL);
+  ck_assert_int_eq(uva_await(uva_event_wait(s.done), NULL), 0);
   uv_thread_join(&th);
+  uva_event_free(s.done);
   ck_assert_int_eq(s.result, 42);
   ck_assert_int_eq(s.timed_out, UV_ETIMEDOUT);
   ck_assert_int_eq(s.cancelled, UV_ECANCELED);
@@ -79,32 +86,35 @@ START_TEST(test_submit_threadsafe_and_wait_for_result) {
 }
 END_TEST
 
-static uva_event_t *stop_ev;
-static atomic_int stopper_done;
+static uva_event_t *stop_ev, *stopper_done;
 static int set_stop(void *arg) {
   (void)arg;
   uva_event_set(stop_ev);
   return 0;
 }
 static void stopper(void *arg) {
-  uv_sleep(30); /* let the loop go idle first */
+  /* Most likely the loop is idle by now; if not, the test passes without
+   * having tested much (it asserts nothing about time). */
+  uv_sleep(30);
   uva_tsfuture_t *t = uva_submit_threadsafe(arg, set_stop, NULL);
   uva_tsfuture_wait(t, -1, NULL);
   uva_tsfuture_free(t);
-  atomic_store(&stopper_done, 1);
+  if (uva_call_threadsafe(arg, set_event, stopper_done) != 0) abort();
 }
 static int idle_loop_waits_for_threads(void *arg) {
   (void)arg;
   stop_ev = uva_event_new();
+  stopper_done = uva_event_new();
   uv_thread_t b;
   uv_thread_create(&b, stopper, uva_loop_current());
   /* Nothing local keeps the loop alive now: it must still wake up for the
    * other thread's submission instead of returning or spinning. */
   int rc = uva_await(uva_event_wait(stop_ev), NULL);
   /* The thread still waits for its result, which this loop delivers. */
-  while (!atomic_load(&stopper_done)) uva_await(uva_sleep(1), NULL);
+  ck_assert_int_eq(uva_await(uva_event_wait(stopper_done), NULL), 0);
   uv_thread_join(&b);
   uva_event_free(stop_ev);
+  uva_event_free(stopper_done);
   return rc;
 }
 START_TEST(test_idle_loop_wakes_for_other_threads) {
