@@ -566,28 +566,45 @@ int uva_queue_full(const uva_queue_t *q);
 
 /* ----------------------------------------------------- other threads */
 
+/* These functions may be called from any number of threads at any time,
+ * also while the loop thread is in uva_loop_close and after it has
+ * returned: a call is either accepted (it WILL run, before
+ * uva_loop_close returns) or refused with UVA_ECLOSED, never dropped.
+ * The library keeps a registry of live loops, so a pointer to a loop that
+ * has been closed is recognised and refused, not dereferenced. The one
+ * case it cannot tell apart: once a loop is freed, a new loop may be
+ * created at the same address, and calls with the old pointer then go to
+ * the new loop. A thread that calls a loop which may close should stop at
+ * its first UVA_ECLOSED (or learn of the close some other way) before a new
+ * loop can be created in its place. */
+
 /* loop.call_soon_threadsafe: from any thread, run fn(arg) on the loop's
- * thread on a later loop turn. Returns 0, UV_ENOMEM, UVA_ECLOSED (loop
- * closing: fn will not run). Calls run in the order they were made, but
- * relative to work queued on the loop's own thread they join the ready
- * queue when the loop wakes for them (libuv's uv_async, in the poll
- * phase), not at the moment of the call: asyncio puts them in the same
- * queue as call_soon, in call order. */
+ * thread on a later loop turn. Returns 0 (fn will run), UV_ENOMEM,
+ * UV_EINVAL (loop or fn NULL) or UVA_ECLOSED (loop closing or closed: fn
+ * will not run). Calls run in the order they were made, but relative to
+ * work queued on the loop's own thread they join the ready queue when the
+ * loop wakes for them (libuv's uv_async, in the poll phase), not at the
+ * moment of the call: asyncio puts them in the same queue as call_soon,
+ * in call order. */
 int uva_call_threadsafe(uva_loop_t *loop, void (*fn)(void *arg), void *arg);
 
 /* asyncio.run_coroutine_threadsafe: spawn fn(arg) as a task on loop from
  * another thread and wait for its result there. */
 typedef struct uva_tsfuture uva_tsfuture_t;
-/* NULL on ENOMEM. If the loop closes before the task ends, the result is
- * UVA_ECLOSED or UV_ECANCELED. */
+/* NULL on ENOMEM or a NULL loop or fn. The handle always gets a result:
+ * UVA_ECLOSED if the loop was closing or closed (the task never ran),
+ * UV_ECANCELED if it was cancelled (by uva_tsfuture_cancel or by the
+ * loop's close), else the task's outcome. */
 uva_tsfuture_t *uva_submit_threadsafe(uva_loop_t *loop, uva_task_fn fn, void *arg);
 /* Block the calling thread (not the loop's) until the task ends or
  * timeout_ms passes (< 0: forever). Returns the task's status, or
  * UV_ETIMEDOUT (the task keeps running), or UV_EBUSY when called on the
- * loop's own thread (it would deadlock). *out receives the value (owned by
- * the caller) when not NULL and the task succeeded. */
+ * loop's own thread before the task ended (it would deadlock). *out
+ * receives the value (owned by the caller) when not NULL and the task
+ * succeeded. */
 int uva_tsfuture_wait(uva_tsfuture_t *t, int64_t timeout_ms, void **out);
-/* Ask the loop to cancel the task (from any thread). */
+/* Ask the loop to cancel the task (from any thread; nothing if it is done
+ * or the loop closed). */
 void uva_tsfuture_cancel(uva_tsfuture_t *t);
 /* Free the handle (from any thread). The task runs on if not done. */
 void uva_tsfuture_free(uva_tsfuture_t *t);
@@ -597,7 +614,23 @@ void uva_tsfuture_free(uva_tsfuture_t *t);
 /* A blocking job for another thread. Return a status (>= 0 success, < 0 an
  * error code); on success *value may be set to a result, which the future
  * then carries with the free_fn given to uva_to_thread. The job must not
- * touch the loop (use uva_call_threadsafe for that). */
+ * touch the loop (use uva_call_threadsafe for that).
+ *
+ * JOBS, BORROWED MEMORY AND CANCELLATION (uva_to_thread and the uva_fs_*
+ * requests follow this rule). What a job or request borrows (to_thread's
+ * arg, the buffers of uva_fs_read/write...) stays borrowed until its future
+ * is done, and the future is not done while the job can still touch it. So
+ * the natural code, free(arg) once the await has returned, is safe on every
+ * path, cancelled or not. Cancelling:
+ *  - a job not started yet takes it out of the queue: it never runs, and
+ *    the future completes with UV_ECANCELED at once;
+ *  - a running job cannot be stopped: its future completes when it
+ *    returns, with its real outcome (status and value: the work happened,
+ *    and the caller sees it). A cancelled task awaiting it gets that
+ *    outcome, and the cancel at its next await. The job can notice the
+ *    request (uva_job_cancelled) and return early, UV_ECANCELED say.
+ * To abandon a job that may never return (wait_for around it), hand the
+ * library its argument instead: uva_to_thread_owned. */
 typedef int (*uva_work_fn)(void *arg, void **value);
 
 /* A pool of dedicated threads. libuv's own pool (4 threads unless
@@ -611,30 +644,50 @@ typedef struct uva_executor uva_executor_t;
 /* Start an executor of `threads` threads (1..1024) for this thread's loop.
  * Returns 0, UV_EINVAL, UVA_ENOLOOP, UV_ENOMEM or a libuv thread error. */
 int uva_executor_new(uva_executor_t **out, unsigned threads);
-/* Stop it: jobs not started yet complete with UV_ECANCELED, running jobs
- * are waited for (this blocks the loop thread until they return), then the
- * threads are joined. Call it before closing the loop. NULL is ignored. */
+/* Stop it: jobs not started yet complete with UV_ECANCELED (owned
+ * arguments are freed), running jobs are waited for (this blocks the loop
+ * thread until they return), then the threads are joined. Call it before
+ * closing the loop. NULL is ignored. */
 void uva_executor_free(uva_executor_t *ex);
 
 /* asyncio.to_thread / run_in_executor: run fn(arg, &value) on ex's threads
  * (NULL: libuv's pool) and complete the returned future with its status and
- * value. Cancelling the future before the job starts takes it out of the
- * queue; cancelling it while it runs completes the future with
- * UV_ECANCELED at once, and the job's late value is freed with free_fn when
- * it returns. NULL on ENOMEM / no loop; a failed future (UV_EINVAL) for a
+ * value. arg is borrowed until the future is done; cancelling follows the
+ * rule above. NULL on ENOMEM / no loop; a failed future (UV_EINVAL) for a
  * NULL fn or an executor of another loop. */
 uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
                             uva_free_fn free_fn);
+/* The same for a job you want to be able to abandon: the library owns arg
+ * from this call on and calls arg_free(arg) (if not NULL) exactly once, on
+ * the loop's thread, when the job has returned or was dropped unstarted,
+ * and also when the call fails (rule 3; with no loop, on the calling
+ * thread). Cancelling completes the future with UV_ECANCELED at once, also
+ * while the job runs: the job runs on, its late value is freed with
+ * free_fn, and arg after it. The loop still waits for the job before it
+ * closes. */
+uva_future_t *uva_to_thread_owned(uva_executor_t *ex, uva_work_fn fn, void *arg,
+                                  uva_free_fn arg_free, uva_free_fn free_fn);
+/* Inside a job (on the worker thread): 1 once a cancel was requested for
+ * the job running on this thread, else 0 (also outside jobs). A long job
+ * can poll it and stop early. */
+int uva_job_cancelled(void);
 
 /* ----------------------------------------------------------------- files */
 /* Futures over libuv's uv_fs_* requests (they run on libuv's pool). Each
  * completes with libuv's result: >= 0 on success (a file descriptor, a byte
  * count, 0) or a negative libuv error (UV_ENOENT, UV_EACCES, ...). Paths are
- * copied; buffers are borrowed and must stay valid until the future is done.
- * Cancelling takes a request that has not started out of the queue; one
- * that is running cannot be stopped, so its future completes (UV_ECANCELED)
- * when it ends: a borrowed buffer is never written after you were told the
- * operation is over, and a file opened by a cancelled open is closed. */
+ * copied; buffers are borrowed until the future is done.
+ * Cancelling follows the rule of the to_thread section (JOBS, BORROWED
+ * MEMORY AND CANCELLATION): a request not started yet completes with
+ * UV_ECANCELED at once; one that is running completes with its real result
+ * when it ends: an open that ran gives its descriptor, which the caller
+ * then owns and closes; a write that ran gives its byte count. An open whose
+ * future nobody holds any more closes the descriptor it got.
+ * uva_fs_read_file and uva_fs_write_file are several requests: cancelled,
+ * they stop at the next step, close what they opened and complete with
+ * UV_ECANCELED (a write_file cancelled midway leaves the file partly
+ * written); a cancel that comes once all the data is through gets the real
+ * result. */
 
 /* Memory the library hands you as a value (uv_stat_t, uva_bytes_t,
  * uva_dirents_t) is freed with uva_free. NULL is ignored. */

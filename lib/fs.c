@@ -1,8 +1,11 @@
 /* Files: one future kind over uv_fs_t. Every request holds a reference on
  * its future while libuv has it (loop->jobs counts them, so a loop does not
- * close under one), and completes only from libuv's callback: a buffer the
- * caller lent is never written after the caller was told the operation is
- * over, even when it was cancelled while running.
+ * close under one). Cancelling follows the header's rule for jobs: a request
+ * libuv has not started is taken back (uv_cancel) and its future completes
+ * UV_ECANCELED at once; one that has started completes from libuv's
+ * callback with its real result, so a buffer the caller lent is never
+ * written after the caller was told the operation is over, and an open or
+ * a write that happened is not reported as one that did not.
  *
  * Whole-file reads and writes are small state machines over the same
  * request (open, fstat, read..., close), not tasks: no stack per call. */
@@ -36,11 +39,16 @@ typedef struct fsop {
 static int fs_cancel(uva_future_t *f) {
   fsop_t *o = (fsop_t *)f;
   o->cancel_requested = true;
-  /* Not started: libuv calls back with UV_ECANCELED. Running: we wait.
-   * A whole-file op's own close is never cancelled: it would leak the fd. */
-  if (!((o->kind == FS_READ_FILE || o->kind == FS_WRITE_FILE) && o->step == ST_CLOSE))
-    uv_cancel((uv_req_t *)&o->req);
-  return 1;
+  if (o->kind == FS_READ_FILE || o->kind == FS_WRITE_FILE) {
+    /* Stop at the next step (whole_cb). The op's own close is never
+     * cancelled: it would leak the fd. */
+    if (o->step != ST_CLOSE) uv_cancel((uv_req_t *)&o->req);
+    return 1;
+  }
+  /* Not started: it never will (libuv still calls back, with
+   * UV_ECANCELED, and fs_done drops the request's reference then). */
+  if (uv_cancel((uv_req_t *)&o->req) == 0) return uva__future_cancel_now(f);
+  return 1; /* running: its real result comes */
 }
 
 static void fs_destroy(uva_future_t *f) {
@@ -71,12 +79,10 @@ static uva_future_t *fs_started(fsop_t *o, int rc) {
 
 static void fs_done(fsop_t *o, int status, void *value) {
   uva_loop_t *loop = o->base.loop;
-  if (o->cancel_requested && status != UV_ECANCELED) {
-    uva__free(value);
-    status = UV_ECANCELED;
-    value = NULL;
-  }
-  uva__future_complete(&o->base, status, value, value ? uva_free : NULL);
+  if (o->base.state == UVA__PENDING)
+    uva__future_complete(&o->base, status, value, value ? uva_free : NULL);
+  else
+    uva__free(value); /* cancelled before it started */
   loop->jobs--;
   uva_release(&o->base);
 }
@@ -130,8 +136,8 @@ static void fs_cb(uv_fs_t *req) {
     if ((value = copy_dirents(req)) == NULL) r = UV_ENOMEM;
   }
   uv_fs_req_cleanup(req);
-  if (o->kind == FS_OPEN && r >= 0 && o->cancel_requested) {
-    uv_fs_t c; /* the caller will never see this descriptor */
+  if (o->kind == FS_OPEN && r >= 0 && (o->base.refs == 1 || o->base.state != UVA__PENDING)) {
+    uv_fs_t c; /* only the request holds the future: nobody will see this fd */
     uv_fs_close(NULL, &c, (uv_file)r, NULL);
     uv_fs_req_cleanup(&c);
   }
@@ -226,7 +232,9 @@ static void whole_cb(uv_fs_t *req) {
     o->woff += (size_t)r;
     if (o->woff == o->wlen) o->step = ST_CLOSE;
   }
-  if (o->cancel_requested && o->err == 0) o->err = UV_ECANCELED;
+  /* Cancelled: skip what is left, but a cancel that comes once the data is
+   * through (only the close left) gets the real result. */
+  if (o->cancel_requested && o->err == 0 && o->step != ST_CLOSE) o->err = UV_ECANCELED;
   whole_step(o);
 }
 

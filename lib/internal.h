@@ -269,10 +269,9 @@ struct uva_loop {
   uva__link_t tasks;            /* unfinished tasks */
   size_t ntasks;
   uint64_t task_ids;
-  /* thread-safe submissions */
-  uv_mutex_t *ts_mutex;
+  /* thread-safe submissions, guarded by the registry's lock (thread.c) */
+  uva_loop_t *ts_next;          /* registry chain of live loops */
   struct uva__tscall *ts_head, *ts_tail;
-  bool ts_closed;
   size_t jobs;                  /* requests and closing handles libuv still has:
                                  * to_thread, fs, DNS, streams... uva_loop_close
                                  * waits for them */
@@ -310,7 +309,6 @@ void uva__timers_close(uva_loop_t *loop);
 void uva__yields_run(uva_loop_t *loop);
 /* Thread-safe parts. */
 int uva__ts_init(uva_loop_t *loop);
-void uva__ts_run(uva_loop_t *loop);
 void uva__ts_close(uva_loop_t *loop);
 void uva__tasks_close(uva_loop_t *loop);
 

@@ -249,7 +249,10 @@ int uva_loop_close(uva_loop_t *loop) {
   /* asyncio.run's shutdown: cancel what is left and let it finish. */
   uva__tasks_close(loop);
   while (!close_done(loop)) turn(loop, NULL);
+  /* Refuse calls from other threads from now on; run those accepted (they
+   * may start requests: wait for those too). */
   uva__ts_close(loop);
+  while (!close_done(loop)) turn(loop, NULL);
   uv_close((uv_handle_t *)&loop->idle, on_close_noop);
   uv_close((uv_handle_t *)&loop->check, on_close_noop);
   uv_close((uv_handle_t *)&loop->timer, on_close_noop);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -181,6 +182,146 @@ TASK_TEST(test_fs_cancel_in_flight_leaks_nothing) {
   return 0;
 }
 
+/* Holding libuv's pool: jobs that say they started (through a tally on
+ * the loop, bumped with uva_call_threadsafe) and wait for the test's go.
+ * With every pool thread held, a request is surely queued. */
+typedef struct {
+  uva_loop_t *loop;
+  int n;
+  uva_event_t *ev;
+} tally_t;
+static tally_t started;
+static uv_sem_t go;
+static void tally_bump(void *arg) {
+  tally_t *t = arg;
+  t->n++;
+  uva_event_set(t->ev);
+}
+static void tally_wait(tally_t *t, int n) {
+  while (t->n < n) {
+    uva_event_clear(t->ev);
+    ck_assert_int_eq(uva_await(uva_event_wait(t->ev), NULL), 0);
+  }
+}
+static int hold_job(void *arg, void **value) {
+  (void)arg;
+  (void)value;
+  if (uva_call_threadsafe(started.loop, tally_bump, &started) != 0) abort();
+  uv_sem_wait(&go);
+  return 0;
+}
+static int pool_size(void) { /* as libuv 1.44 reads it */
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  int n = v ? atoi(v) : 4;
+  return n < 1 ? 1 : n > 1024 ? 1024 : n;
+}
+static uva_future_t *held[1024];
+static void hold_pool(void) {
+  started.loop = uva_loop_current();
+  started.n = 0;
+  started.ev = uva_event_new();
+  uv_sem_init(&go, 0);
+  for (int i = 0; i < pool_size(); i++) held[i] = uva_to_thread(NULL, hold_job, NULL, NULL);
+  tally_wait(&started, pool_size());
+}
+static void release_pool(void) {
+  for (int i = 0; i < pool_size(); i++) uv_sem_post(&go);
+  for (int i = 0; i < pool_size(); i++) ck_assert_int_eq(uva_await(held[i], NULL), 0);
+  uva_event_free(started.ev);
+  uv_sem_destroy(&go);
+}
+
+/* Cancelled before it started: done at once with UV_ECANCELED, and it
+ * never happens (the write wrote nothing, the open opened nothing). */
+TASK_TEST(test_fs_cancel_queued_request_completes_at_once) {
+  make_dir();
+  int fds = open_fds();
+  int fd = uva_await(uva_fs_open(in_dir("queued"), O_RDWR | O_CREAT | O_TRUNC, 0644), NULL);
+  ck_assert_int_ge(fd, 0);
+  hold_pool();
+  uva_future_t *w = uva_fs_write(fd, "never", 5, 0);
+  uva_future_t *o = uva_fs_open(in_dir("queued"), O_RDONLY, 0);
+  ck_assert_int_eq(uva_cancel(w), 1);
+  ck_assert_int_eq(uva_cancel(o), 1);
+  ck_assert_int_eq(uva_future_status(w), UV_ECANCELED); /* at once: the pool is still held */
+  ck_assert_int_eq(uva_future_status(o), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(w, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(o, NULL), UV_ECANCELED);
+  release_pool();
+  void *v;
+  ck_assert_int_eq(uva_await(uva_fs_fstat(fd), &v), 0);
+  ck_assert_uint_eq(((uv_stat_t *)v)->st_size, 0); /* nothing was written */
+  uva_free(v);
+  ck_assert_int_eq(uva_await(uva_fs_close(fd), NULL), 0);
+  ck_assert_int_eq(open_fds(), fds);
+  return 0;
+}
+
+/* Cancelled once it has started: the real result. The loop's thread
+ * itself waits (blocking, so no callback can come in between) for the
+ * request to have run, then cancels: an open of a FIFO gets through only
+ * once the open of the other end runs in the pool; a pool write into a
+ * full pipe has run once its bytes can be read. */
+TASK_TEST(test_fs_cancel_started_request_gives_real_result) {
+  make_dir();
+  int fds = open_fds();
+  /* open */
+  const char *fifo = in_dir("fifo");
+  unlink(fifo);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  uva_future_t *o = uva_fs_open(fifo, O_RDONLY, 0);
+  int wfd = open(fifo, O_WRONLY); /* returns once the pool's open runs */
+  ck_assert_int_ge(wfd, 0);
+  ck_assert_int_eq(uva_cancel(o), 1);
+  int fd = uva_await(o, NULL);
+  ck_assert_int_ge(fd, 0); /* the open happened: its fd is ours */
+  ck_assert_int_eq(write(wfd, "hi", 2), 2);
+  char two[2];
+  ck_assert_int_eq(uva_await(uva_fs_read(fd, two, 2, -1), NULL), 2); /* and it works */
+  close(wfd);
+  ck_assert_int_eq(uva_await(uva_fs_close(fd), NULL), 0);
+  unlink(fifo);
+  /* write */
+  int pp[2];
+  ck_assert_int_eq(pipe(pp), 0);
+  int cap = fcntl(pp[1], F_GETPIPE_SZ);
+  ck_assert_int_gt(cap, 0);
+  char *buf = calloc(1, (size_t)cap);
+  ck_assert_int_eq(write(pp[1], buf, (size_t)cap), cap); /* full */
+  uva_future_t *w = uva_fs_write(pp[1], buf, 100, -1);
+  char sink[4096]; /* not buf: the write borrows it until it is done */
+  for (size_t got = 0; got < (size_t)cap + 100;) { /* blocks until the write ran */
+    ssize_t r = read(pp[0], sink, sizeof sink);
+    ck_assert_int_gt(r, 0);
+    got += (size_t)r;
+  }
+  ck_assert_int_eq(uva_cancel(w), 1);
+  ck_assert_int_eq(uva_await(w, NULL), 100); /* its byte count, not UV_ECANCELED */
+  close(pp[0]);
+  close(pp[1]);
+  free(buf);
+  ck_assert_int_eq(open_fds(), fds);
+  return 0;
+}
+
+/* An open whose future nobody holds: the library closes what it opened. */
+static int drop_opens(void *arg) {
+  if (arg == NULL) return 0; /* a first run: libuv's process-wide fds */
+  for (int i = 0; i < 20; i++) uva_release(uva_fs_open(in_dir("dropped"), O_RDONLY, 0));
+  return 0; /* the loop waits for the opens before it closes */
+}
+START_TEST(test_fs_dropped_open_closes_its_fd) {
+  make_dir();
+  FILE *f = fopen(in_dir("dropped"), "w");
+  ck_assert_ptr_nonnull(f);
+  fclose(f);
+  ck_assert_int_eq(RUN_MAIN(drop_opens, NULL), 0);
+  int fds = open_fds();
+  ck_assert_int_eq(RUN_MAIN(drop_opens, "open"), 0);
+  ck_assert_int_eq(open_fds(), fds);
+}
+END_TEST
+
 static int fire_and_forget(void *arg) {
   (void)arg;
   make_dir();
@@ -205,6 +346,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_fs_descriptor_operations);
   tcase_add_test(tc, test_fs_directory_and_name_operations);
   tcase_add_test(tc, test_fs_cancel_in_flight_leaks_nothing);
+  tcase_add_test(tc, test_fs_cancel_queued_request_completes_at_once);
+  tcase_add_test(tc, test_fs_cancel_started_request_gives_real_result);
+  tcase_add_test(tc, test_fs_dropped_open_closes_its_fd);
   tcase_add_test(tc, test_fs_loop_close_waits_for_requests_in_flight);
   suite_add_tcase(s, tc);
   return s;
