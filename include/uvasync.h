@@ -36,6 +36,11 @@
  *    `uva_await(uva_sleep(10), NULL)` returns UV_ENOMEM instead of crashing.
  *    Bad arguments to a future constructor give a future that is already
  *    failed with UV_EINVAL, so the error arrives where the result would.
+ *    Called on a thread with no loop, a future constructor gives a future
+ *    failed with UVA_ENOLOOP: one static future that belongs to no loop
+ *    and can be awaited, read and released on any thread (uva_await
+ *    returns UVA_ENOLOOP). Object constructors (uva_lock_new...) return
+ *    NULL there, as for no memory.
  *
  * 5. Library objects (loops, locks, queues, ...) are created by *_new and
  *    freed by the matching *_free; the caller owns them. `void *arg` and
@@ -186,9 +191,10 @@ uint64_t uva_now(void);
 /* --------------------------------------------------------------- futures */
 
 /* A pending future on the current loop, for callback-style producers.
- * NULL on ENOMEM or when this thread has no loop. */
+ * NULL on ENOMEM. */
 uva_future_t *uva_future_new(void);
-/* A future already done with status (>= 0) or failed (< 0). NULL on ENOMEM. */
+/* A future already done with status (>= 0) or failed (< 0). NULL on
+ * ENOMEM; UVA_ENOLOOP instead of status on a thread with no loop. */
 uva_future_t *uva_future_done_with(int status);
 
 /* Complete f with success: status >= 0, value (may be NULL) and the free_fn
@@ -246,7 +252,7 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line);
  * on a later loop turn (never inside uva_spawn). The loop keeps the task
  * alive until it ends, so releasing the returned reference only means you
  * will not look at the result ("fire and forget" is safe). The task's
- * status is fn's return value. NULL on ENOMEM / no loop. */
+ * status is fn's return value. NULL on ENOMEM. */
 uva_future_t *uva_spawn(uva_task_fn fn, void *arg);
 /* Same, with a name (copied) for dumps; name may be NULL. */
 uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg);
@@ -300,7 +306,7 @@ void uva_dump_tasks(uva_loop_t *loop, void *stream);
  * uva_sleep(0) completes on the next loop turn: its waiter runs after that
  * turn's I/O poll, and ahead of the timers and I/O that turn completes (as
  * in asyncio, where the yielding task is on the ready queue first).
- * NULL on ENOMEM / no loop. */
+ * NULL on ENOMEM. */
 uva_future_t *uva_sleep(uint64_t ms);
 /* asyncio.sleep(0): let every other ready task and I/O run once. Returns 0,
  * UV_ECANCELED, or UVA_ENOTASK. */
@@ -653,7 +659,7 @@ void uva_executor_free(uva_executor_t *ex);
 /* asyncio.to_thread / run_in_executor: run fn(arg, &value) on ex's threads
  * (NULL: libuv's pool) and complete the returned future with its status and
  * value. arg is borrowed until the future is done; cancelling follows the
- * rule above. NULL on ENOMEM / no loop; a failed future (UV_EINVAL) for a
+ * rule above. NULL on ENOMEM; a failed future (UV_EINVAL) for a
  * NULL fn or an executor of another loop. */
 uva_future_t *uva_to_thread(uva_executor_t *ex, uva_work_fn fn, void *arg,
                             uva_free_fn free_fn);

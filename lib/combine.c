@@ -196,7 +196,7 @@ uva_future_t *uva_gather(uva_future_t *const *fs, size_t n, int flags) {
   uva_loop_t *loop = uva__loop();
   if (loop == NULL) {
     release_all(fs, n);
-    return NULL;
+    return uva__noloop();
   }
   if ((fs == NULL && n > 0) || (flags & ~UVA_RETURN_EXCEPTIONS)) {
     release_all(fs, n);
@@ -334,7 +334,7 @@ static const uva__fops_t wait_fops = {"wait", wait_cancel, wait_destroy,
 uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
                        int64_t timeout_ms) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   /* asyncio.wait raises ValueError for an empty set. */
   bool bad = fs == NULL || n == 0 ||
              (return_when != UVA_FIRST_COMPLETED && return_when != UVA_FIRST_EXCEPTION &&
@@ -429,7 +429,7 @@ uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms) {
   uva_loop_t *loop = uva__loop();
   if (loop == NULL) {
     uva_release(f);
-    return NULL;
+    return uva__noloop();
   }
   wait_for_t *w = (wait_for_t *)uva__future_alloc(loop, &wait_for_fops);
   if (w == NULL) {
@@ -495,7 +495,11 @@ static const uva__fops_t shield_fops = {"shield", uva__future_cancel_now, shield
 uva_future_t *uva_shield(uva_future_t *f) {
   if (f == NULL) return NULL;
   uva_loop_t *loop = uva__loop();
-  shield_t *s = loop ? (shield_t *)uva__future_alloc(loop, &shield_fops) : NULL;
+  if (loop == NULL) {
+    uva_release(f);
+    return uva__noloop();
+  }
+  shield_t *s = (shield_t *)uva__future_alloc(loop, &shield_fops);
   if (s == NULL) {
     uva_release(f);
     return NULL;

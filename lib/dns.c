@@ -57,7 +57,7 @@ static void on_addrinfo(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 uva_future_t *uva_getaddrinfo(const char *host, const char *service,
                               const struct addrinfo *hints) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (host == NULL && service == NULL) return uva__future_done(loop, UV_EINVAL);
   dnsop_t *o = dns_new(loop);
   if (o == NULL) return NULL;
@@ -81,7 +81,7 @@ static void on_nameinfo(uv_getnameinfo_t *req, int status, const char *host,
 
 uva_future_t *uva_getnameinfo(const struct sockaddr *addr, int flags) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (addr == NULL || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
     return uva__future_done(loop, UV_EINVAL);
   dnsop_t *o = dns_new(loop);

@@ -148,7 +148,7 @@ static void fs_cb(uv_fs_t *req) {
 #define FS_SIMPLE(kind, bad, call)                     \
   uva_loop_t *loop;                                    \
   fsop_t *o = fs_new(&loop, kind);                     \
-  if (o == NULL) return NULL;                          \
+  if (o == NULL) return loop ? NULL : uva__noloop();   \
   return fs_started(o, (bad) ? UV_EINVAL : (call))
 
 uva_future_t *uva_fs_open(const char *path, int flags, int mode) {
@@ -323,7 +323,7 @@ static uva_future_t *whole_start(int kind, const char *path, size_t max, const v
                                  size_t len) {
   uva_loop_t *loop;
   fsop_t *o = fs_new(&loop, kind);
-  if (o == NULL) return NULL;
+  if (o == NULL) return loop ? NULL : uva__noloop();
   if (path == NULL || (data == NULL && len)) {
     uva__future_complete(&o->base, UV_EINVAL, NULL, NULL);
     return &o->base;

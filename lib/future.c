@@ -12,6 +12,15 @@
 const uva__fops_t uva__plain_fops = {"future", uva__future_cancel_now, NULL,
                                      sizeof(uva__small_future_t), NULL};
 
+uva_future_t uva__noloop_future = {
+    .ops = &uva__plain_fops,
+    .loop = NULL,
+    .refs = 1u << 30,
+    .state = UVA__DONE,
+    .status = UVA_ENOLOOP,
+    .link = {&uva__noloop_future.link, &uva__noloop_future.link},
+};
+
 uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops) {
   uva_future_t *f;
   if (ops->size <= sizeof(uva__small_future_t)) {
@@ -64,12 +73,12 @@ static void future_free(uva_future_t *f) {
 }
 
 uva_future_t *uva_ref(uva_future_t *f) {
-  if (f) f->refs++;
+  if (f && f->loop) f->refs++;
   return f;
 }
 
 void uva_release(uva_future_t *f) {
-  if (f && --f->refs == 0) future_free(f);
+  if (f && f->loop && --f->refs == 0) future_free(f);
 }
 
 uva__cb_t *uva__cb_alloc(uva_loop_t *loop) {
@@ -136,11 +145,11 @@ void uva__waiter_destroy(uva_future_t *f) { uva__list_unlink(&f->link); }
 
 uva_future_t *uva_future_new(void) {
   uva_loop_t *loop = uva__loop();
-  return loop ? uva__future_alloc(loop, &uva__plain_fops) : NULL;
+  return loop ? uva__future_alloc(loop, &uva__plain_fops) : uva__noloop();
 }
 
 uva_future_t *uva__future_done(uva_loop_t *loop, int status) {
-  if (loop == NULL && (loop = uva__loop()) == NULL) return NULL;
+  if (loop == NULL && (loop = uva__loop()) == NULL) return uva__noloop();
   if (status == 0) return uva_ref(&loop->done0);
   uva_future_t *f = uva__future_alloc(loop, &uva__plain_fops);
   if (f) uva__future_complete(f, status, NULL, NULL);
@@ -188,6 +197,7 @@ void *uva_future_take(uva_future_t *f) {
 
 int uva_future_on_done(uva_future_t *f, uva_done_fn fn, void *data) {
   if (f == NULL || fn == NULL) return f ? UV_EINVAL : UV_ENOMEM;
+  if (f->loop == NULL) return UVA_ENOLOOP; /* no loop to run fn on */
   uva__cb_t *cb = uva__cb_alloc(f->loop);
   if (cb == NULL) return UV_ENOMEM;
   cb->fn = fn;
@@ -218,7 +228,7 @@ static int cbq_remove(uva_loop_t *loop, uva__cbq_t *q, uva_future_t *f,
 }
 
 int uva_future_off_done(uva_future_t *f, uva_done_fn fn, void *data) {
-  if (f == NULL) return 0;
+  if (f == NULL || f->loop == NULL) return 0;
   uva_loop_t *loop = f->loop;
   int n = cbq_remove(loop, &f->cbs, f, fn, data);
   if (f->state == UVA__DONE) {

@@ -135,6 +135,13 @@ typedef struct uva__small_future {
   void *owner;           /* the sync object whose line it stands in */
 } uva__small_future_t;
 
+/* What a future constructor returns on a thread with no loop: one static
+ * future, failed with UVA_ENOLOOP, that belongs to no loop. Reference
+ * counting leaves it alone (it is shared by every thread), so awaiting,
+ * releasing or reading it is safe anywhere. */
+extern uva_future_t uva__noloop_future;
+static inline uva_future_t *uva__noloop(void) { return &uva__noloop_future; }
+
 uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops);
 void uva__future_complete(uva_future_t *f, int status, void *value,
                           uva_free_fn free_fn);

@@ -55,7 +55,7 @@ static const uva__fops_t sig_fops = {"signal", sig_cancel, sig_destroy, sizeof(s
 
 uva_future_t *uva_signal_wait(int signum) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (signum <= 0 || signum >= 65 || signum == SIGKILL || signum == SIGSTOP)
     return uva__future_done(loop, UV_EINVAL);
   sigwait_t *w = (sigwait_t *)uva__future_alloc(loop, &sig_fops);

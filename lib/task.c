@@ -151,7 +151,7 @@ uva_future_t *uva_spawn(uva_task_fn fn, void *arg) {
 
 uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (fn == NULL || loop->closing) {
     uva_future_t *f = uva__future_alloc(loop, &uva__plain_fops);
     if (f) uva__future_complete(f, fn ? UVA_ECLOSED : UV_EINVAL, NULL, NULL);
@@ -251,6 +251,7 @@ static __attribute__((noinline)) int await_cancel_pending(uva__task_t *t, uva_fu
 int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
   if (out) *out = NULL;
   if (f == NULL) return UV_ENOMEM;
+  if (f->loop == NULL) return f->status; /* made on a thread with no loop */
   uva__task_t *t = uva__task_current();
   if (t == NULL || t->base.loop != f->loop) {
     uva_release(f);

@@ -506,7 +506,7 @@ static uva_future_t *submit(uva_executor_t *ex, uva_work_fn fn, void *arg, bool 
   uva_loop_t *loop = uva__loop();
   if (loop == NULL) {
     free_arg(owned, arg_free, arg);
-    return NULL;
+    return uva__noloop();
   }
   if (fn == NULL || (ex && ex->loop != loop)) {
     free_arg(owned, arg_free, arg);

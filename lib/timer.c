@@ -142,7 +142,7 @@ static const uva__fops_t sleep_fops = {"sleep", sleep_cancel, sleep_destroy,
 
 uva_future_t *uva_sleep(uint64_t ms) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   uva_future_t *f = uva__future_alloc(loop, &sleep_fops);
   if (f == NULL) return NULL;
   if (ms == 0) {

@@ -645,8 +645,43 @@ static void no_loop_free(void *p) {
 }
 START_TEST(test_to_thread_owned_without_loop_frees_arg) {
   no_loop_frees = 0;
-  ck_assert_ptr_null(uva_to_thread_owned(NULL, owned_job, new_arg(1), no_loop_free, NULL));
+  uva_future_t *f = uva_to_thread_owned(NULL, owned_job, new_arg(1), no_loop_free, NULL);
+  ck_assert_int_eq(uva_future_status(f), UVA_ENOLOOP);
   ck_assert_int_eq(no_loop_frees, 1); /* on this thread: there is no loop */
+  uva_release(f);
+}
+END_TEST
+
+/* The API called on threads with no loop: every future constructor gives
+ * a future failed with UVA_ENOLOOP (it read as UV_ENOMEM: a NULL), which
+ * can be awaited, read and released safely, from several threads at once
+ * (one static future: TSan checks nobody writes it). */
+static void no_loop_calls(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 1000; i++) {
+    uva_future_t *fs[] = {
+        uva_sleep(10), uva_spawn(NULL, NULL), uva_future_new(),
+        uva_future_done_with(3), uva_to_thread(NULL, square, NULL, NULL),
+        uva_fs_open("/", 0, 0), uva_getaddrinfo("localhost", NULL, NULL),
+        uva_gather(NULL, 0, 0), uva_wait_for(uva_sleep(1), 5), uva_shield(uva_sleep(1)),
+        uva_lock_acquire(NULL), uva_signal_wait(SIGUSR1)};
+    for (size_t k = 0; k < sizeof fs / sizeof fs[0]; k++) {
+      ck_assert_ptr_nonnull(fs[k]);
+      ck_assert_int_eq(uva_future_status(fs[k]), UVA_ENOLOOP);
+      uva_ref(fs[k]);
+      uva_release(fs[k]);
+      ck_assert_int_eq(uva_cancel(fs[k]), 0);
+      ck_assert_int_eq(uva_future_on_done(fs[k], NULL, NULL), UV_EINVAL);
+    }
+    ck_assert_int_eq(uva_await(fs[0], NULL), UVA_ENOLOOP);
+    for (size_t k = 1; k < sizeof fs / sizeof fs[0]; k++) uva_release(fs[k]);
+  }
+  ck_assert_str_eq(uva_strerror(UVA_ENOLOOP), "no uvasync loop on this thread");
+}
+START_TEST(test_api_on_a_thread_without_loop_fails_enoloop) {
+  uv_thread_t th[2];
+  for (int i = 0; i < 2; i++) ck_assert_int_eq(uv_thread_create(&th[i], no_loop_calls, NULL), 0);
+  for (int i = 0; i < 2; i++) uv_thread_join(&th[i]);
 }
 END_TEST
 
@@ -718,7 +753,7 @@ START_TEST(test_executor_bad_arguments) {
   ck_assert_int_eq(uva_executor_new(&ex, 2), UVA_ENOLOOP);
   ck_assert_ptr_null(ex);
   ck_assert_int_eq(uva_executor_new(NULL, 2), UV_EINVAL);
-  ck_assert_ptr_null(uva_to_thread(NULL, square, NULL, NULL)); /* no loop */
+  ck_assert_int_eq(uva_await(uva_to_thread(NULL, square, NULL, NULL), NULL), UVA_ENOLOOP);
   uva_loop_t *loop;
   long live = uva_test_alloc_live();
   ck_assert_int_eq(uva_loop_new(&loop), 0);
@@ -745,6 +780,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_to_thread_owned_frees_arg_once_on_every_path);
   tcase_add_test(tc, test_to_thread_owned_can_be_abandoned);
   tcase_add_test(tc, test_to_thread_owned_without_loop_frees_arg);
+  tcase_add_test(tc, test_api_on_a_thread_without_loop_fails_enoloop);
   tcase_add_test(tc, test_ctrl_c_while_awaiting_a_running_job);
   tcase_add_test(tc, test_executor_jobs_do_not_starve_libuv_pool);
   tcase_add_test(tc, test_loop_close_waits_for_jobs_in_flight);
