@@ -150,6 +150,19 @@ typedef void (*uva_done_fn)(uva_future_t *f, void *data);
  * if it failed or was cancelled), or UV_EBUSY if this thread already has a
  * loop, UV_ENOMEM, or UV_EINVAL if main is NULL. */
 int uva_run(uva_task_fn main, void *arg);
+/* Options of uva_run_opts. Zero-initialise it (designated initialisers) and
+ * set what you need: a zero field keeps the default. */
+typedef struct uva_run_opts {
+  /* Stack of every task main spawns, as uva_loop_set_stack_size (default
+   * 256 KiB, of which the lowest 16 KiB are the guard gap). */
+  size_t stack_size;
+  /* Stack of the main task itself (default: stack_size). Deep recursion in
+   * main, which a task overflow report points to, needs this one. */
+  size_t main_stack_size;
+} uva_run_opts_t;
+/* uva_run with options (opts may be NULL: uva_run). Returns as uva_run, or
+ * UV_EINVAL when a size is out of uva_loop_set_stack_size's range. */
+int uva_run_opts(uva_task_fn main, void *arg, const uva_run_opts_t *opts);
 
 /* Make a loop with its own uv_loop_t. It becomes this thread's current loop.
  * The first loop of a process also opens /dev/null on any of the
@@ -178,9 +191,10 @@ int uva_loop_run_until(uva_loop_t *loop, uva_future_t *f);
  * Returns 0, or UV_EBUSY when called from inside the loop. */
 int uva_loop_close(uva_loop_t *loop);
 /* Per-loop tuning. stack_size: bytes of stack per task, rounded up to pages
- * (default 256 KiB, minimum 32 KiB; the lowest 16 KiB are a guard gap, see
- * README "Stacks"). Affects tasks spawned afterwards. Returns 0 or
- * UV_EINVAL. */
+ * (default 256 KiB, minimum 32 KiB, maximum 1 GiB; the lowest 16 KiB are a
+ * guard gap, see README "Stacks"). Affects tasks spawned afterwards. A task
+ * that overflows its stack is reported on stderr by name, with its size,
+ * and the process aborts (SIGABRT). Returns 0 or UV_EINVAL. */
 int uva_loop_set_stack_size(uva_loop_t *loop, size_t stack_size);
 /* How many finished tasks' stacks keep their memory for reuse (default
  * 262144). Stacks freed beyond that give their pages back to the kernel. */

@@ -169,7 +169,18 @@ typedef struct uva__stack {
   char *top;                /* highest address, 16-aligned */
   size_t size;              /* slot size */
   unsigned valgrind_id;
+  bool guarded;             /* the gap faults (see stack.c) */
 } uva__stack_t;
+
+/* The alternate signal stack a loop's thread gets for overflow reports
+ * (overflow.c): made when the pool is, unless the thread has one. */
+typedef struct uva__altstack {
+  void *mem;                /* NULL: none of ours */
+  size_t len;
+  uv_thread_t thread;
+} uva__altstack_t;
+void uva__altstack_open(uva__altstack_t *a);
+void uva__altstack_close(uva__altstack_t *a);
 
 typedef struct uva__stack_pool uva__stack_pool_t;
 uva__stack_pool_t *uva__stack_pool_new(void);
@@ -178,6 +189,10 @@ uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size);
 void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s);
 void uva__stack_pool_set_cache(uva__stack_pool_t *p, size_t n);
 #define UVA__STACK_GAP (16 * 1024)
+struct uva__task;
+/* Report a task's stack overflow on stderr and abort. Async-signal-safe
+ * (write(2) only); fault is the faulting address, or NULL. */
+_Noreturn void uva__stack_overflow(struct uva__task *t, const void *fault);
 
 /* -------------------------------------------------------- context switch */
 /* A saved context is an opaque pointer (the saved stack pointer for the asm

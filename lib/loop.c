@@ -303,18 +303,47 @@ static void on_sigint(uv_signal_t *h, int signum) {
   }
 }
 
-int uva_run(uva_task_fn main, void *arg) {
+/* The main task's stack size is the loop's while it is spawned and takes
+ * its stack (on its first run, before any other task exists); its first
+ * act is to set the size every other task gets. */
+typedef struct run_main {
+  uva_loop_t *loop;
+  size_t stack_size;
+  uva_task_fn fn;
+  void *arg;
+} run_main_t;
+
+static int run_main(void *arg) {
+  run_main_t *r = arg;
+  r->loop->stack_size = r->stack_size;
+  return r->fn(r->arg);
+}
+
+int uva_run(uva_task_fn main, void *arg) { return uva_run_opts(main, arg, NULL); }
+
+int uva_run_opts(uva_task_fn main, void *arg, const uva_run_opts_t *opts) {
   if (main == NULL) return UV_EINVAL;
   uva_loop_t *loop;
   int rc = uva_loop_new(&loop);
   if (rc != 0) return rc;
+  run_main_t r = {loop, loop->stack_size, main, arg};
+  if (opts && opts->stack_size && (rc = uva_loop_set_stack_size(loop, opts->stack_size)) != 0) {
+    uva_loop_close(loop);
+    return rc;
+  }
+  r.stack_size = loop->stack_size;
+  if (opts && opts->main_stack_size &&
+      (rc = uva_loop_set_stack_size(loop, opts->main_stack_size)) != 0) {
+    uva_loop_close(loop);
+    return rc;
+  }
   if (uv_signal_init(loop->uv, &loop->sigint) == 0) {
     loop->sigint_active = true;
     loop->sigint.data = loop;
     uv_signal_start(&loop->sigint, on_sigint, SIGINT);
     uv_unref((uv_handle_t *)&loop->sigint);
   }
-  uva_future_t *f = uva__spawn(loop, "main", main, arg);
+  uva_future_t *f = uva__spawn(loop, "main", run_main, &r);
   if (f == NULL) {
     rc = UV_ENOMEM;
   } else {
@@ -326,3 +355,4 @@ int uva_run(uva_task_fn main, void *arg) {
   uva_loop_close(loop);
   return rc;
 }
+

@@ -192,11 +192,7 @@ static bool awaits_itself(uva__task_t *t, uva_future_t *f) {
  * into the guard gap is reported here rather than left to corrupt. */
 static void task_suspend(uva__task_t *t) {
   char probe;
-  if ((char *)&probe < t->stack->base) {
-    fprintf(stderr, "uvasync: task '%s' overflowed its %zu KiB stack\n",
-            uva_task_name(&t->base), (t->stack->size - UVA__STACK_GAP) / 1024);
-    abort();
-  }
+  if ((char *)&probe < t->stack->base) uva__stack_overflow(t, NULL);
   uva_loop_t *loop = t->base.loop;
   /* If the next ready node resumes a started task, switch to it directly:
    * half the switches of going through the loop, and no drain iteration. */
