@@ -17,10 +17,11 @@ run() { # run NAME MESON-SETUP-ARGS... -- MESON-TEST-ARGS...
   testargs=("$@")
   echo "=== $name"
   current=$name
-  local dir=build-ci-$name
+  local dir=build-ci-$name t0=$SECONDS
   [ -d "$dir" ] || meson setup "$dir" "${setup[@]}" >/dev/null
   ninja -C "$dir" >/dev/null
   meson test -C "$dir" --print-errorlogs "${testargs[@]}"
+  echo "=== $name: $((SECONDS - t0)) s"
 }
 
 run gcc --buildtype=debugoptimized
@@ -48,11 +49,12 @@ run gcc --buildtype=debugoptimized
 vg_tests=(future task timer loop combine sync queue fs dns net signal process
           http http_stream http_edges http_tls uvfetch crawler demo)
 echo "=== valgrind"
-current=valgrind
+current=valgrind t0=$SECONDS
 CK_TIMEOUT_MULTIPLIER=4 meson test -C build-ci-gcc --print-errorlogs --timeout-multiplier 4 \
   --wrapper "valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
              --show-leak-kinds=definite --track-fds=no --trace-children=no" \
   --no-suite samples "${vg_tests[@]}"
+echo "=== valgrind: $((SECONDS - t0)) s"
 CC=clang run clang --buildtype=debugoptimized -- --no-suite samples
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   CC=clang run asan -Db_sanitize=address,undefined -Db_lundef=false -- --no-suite samples
@@ -71,4 +73,4 @@ if [ "${UVA_SKIP_AARCH64:-0}" != 1 ]; then
   run aarch64 --cross-file tools/cross/aarch64.ini -- --no-suite samples --no-suite tools --timeout-multiplier 3
 fi
 current=none
-echo "all configurations passed"
+echo "all configurations passed in $SECONDS s"
