@@ -3,8 +3,11 @@
  * cancellation. */
 #include "helpers.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* The internal hook for subprocesses (lib/internal.h). */
@@ -608,6 +611,60 @@ TASK_TEST(test_net_out_of_memory) {
   return 0;
 }
 
+/* An accept whose stream cannot be allocated is retried from a timer
+ * (libuv stops watching the listening socket until the pending connection
+ * is taken). When that timer cannot be armed either (the loop's deadline
+ * heap cannot grow: here it was never allocated, no sleep came first), the
+ * server must still accept later: this one waits for the accept that
+ * proves it, and hangs (Check's timeout) if the server has stopped. */
+static int note_conn(uva_stream_t *c, void *arg) {
+  (void)c;
+  uva_future_resolve(arg, 0, NULL, NULL);
+  return 0;
+}
+
+static void never_due(uv_timer_t *t) { (void)t; }
+
+static int blocking_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ck_assert_int_ge(fd, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0); /* the kernel accepts */
+  return fd;
+}
+
+START_TEST(test_net_accept_recovers_when_its_retry_cannot_be_armed) {
+  long live = uva_test_alloc_live();
+  uva_loop_t *loop;
+  ck_assert_int_eq(uva_loop_new(&loop), 0);
+  uva_future_t *accepted = uva_future_new();
+  uva_server_t *srv;
+  ck_assert_int_eq(uva_tcp_listen(&srv, "127.0.0.1", 0, 0, note_conn, accepted), 0);
+  int fd = blocking_connect(uva_server_port(srv)); /* pending in the backlog */
+  /* one turn with every allocation failing: the listening socket is
+   * readable, the stream and the retry timer's heap cannot be had (a
+   * plain libuv timer, never due, keeps the loop alive for that turn: the
+   * listener alone does not) */
+  uv_timer_t alive;
+  uv_timer_init(uva_loop_uv(loop), &alive);
+  ck_assert_int_eq(uv_timer_start(&alive, never_due, UINT64_MAX / 2, 0), 0);
+  uva_test_alloc_fail_after(0);
+  uv_run(uva_loop_uv(loop), UV_RUN_NOWAIT);
+  uva_test_alloc_fail_after(-1);
+  uv_close((uv_handle_t *)&alive, NULL);
+  ck_assert_int_eq(uva_server_connections(srv), 0);
+  ck_assert_int_eq(uva_loop_run_until(loop, accepted), 0);
+  close(fd);
+  uva_release(accepted);
+  uva_future_t *closing = uva_server_close(srv, 1);
+  ck_assert_int_eq(uva_loop_run_until(loop, closing), 0);
+  uva_release(closing);
+  ck_assert_int_eq(uva_loop_close(loop), 0);
+  ck_assert_int_eq(uva_test_alloc_live(), live);
+}
+END_TEST
+
 /* ---------------------------------------------------------- many at once */
 
 enum { NCONN = 1000 };
@@ -662,6 +719,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_net_loop_close_with_connections_running);
   tcase_add_test(tc, test_net_connection_closes_its_server);
   tcase_add_test(tc, test_net_out_of_memory);
+  tcase_add_test(tc, test_net_accept_recovers_when_its_retry_cannot_be_armed);
   tcase_add_test(tc, test_net_many_concurrent_connections);
   suite_add_tcase(s, tc);
   return s;
