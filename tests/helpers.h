@@ -41,6 +41,28 @@ static inline void settle(void) {
   for (int i = 0; i < 4; i++) ck_assert_int_eq(uva_yield(), 0);
 }
 
+/* Tests wait on events, never on time: a test that needs something to
+ * have happened (a task in its await, a connection accepted, a counter
+ * reached) waits for exactly that, with no bound of its own. If the event
+ * never comes, Check's per-test timeout (CK_DEFAULT_TIMEOUT, times
+ * CK_TIMEOUT_MULTIPLIER) fails the test; a fixed bound would also fail it
+ * on a machine that is merely slow (valgrind runs the suite ~10x slower,
+ * and CI shares 2 CPUs).
+ *
+ * WAIT_UNTIL(cond) lets the loop run in 1 ms naps until cond holds: a nap
+ * rather than uva_yield, because what is awaited may be another thread or
+ * process, which a loop spinning on yields would starve of CPU. */
+#define WAIT_UNTIL(cond)                                                    \
+  do {                                                                      \
+    while (!(cond)) ck_assert_int_eq(uva_await(uva_sleep(1), NULL), 0);     \
+  } while (0)
+
+/* A delay no test outlives (a day): for what must not happen by itself
+ * during a test (a sleep that only a cancel may end, a deadline that must
+ * not expire first). Anything that would wait for it is failed by the
+ * Check timeout instead of passing late. */
+#define FOREVER_MS 86400000
+
 /* Build a suite runner main() from a function returning a Suite. */
 #define TEST_MAIN(suite_fn)                                       \
   int main(void) {                                                \

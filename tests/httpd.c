@@ -41,6 +41,9 @@ struct httpd {
   httpd_hook_fn after_response;
   void *after_response_data;
   int64_t timeout_ms;  /* httpd_set_head_timeout */
+  long gate_passes;    /* httpd_gate_pass: requests that may pass /gate */
+  long barrier_round;  /* /barrier: rounds released so far */
+  long barrier_in;     /* /barrier: requests waiting in this round */
 };
 
 /* ------------------------------------------------------------ buffers */
@@ -169,6 +172,7 @@ typedef struct conn {
   req_t rq;
   bool close;          /* after this answer, close the connection */
   bool linger;         /* ...after a half-close and a drain (see http1_linger) */
+  long barrier_round;  /* /barrier: the round this request waits in */
 } conn_t;
 
 /* A positive return of the reading functions below is an HTTP status to
@@ -422,6 +426,17 @@ static int pause_watch(conn_t *k, uint64_t ms) {
   return spent >= ms ? 0 : uva_await(uva_sleep(ms - spent), NULL);
 }
 
+/* Hold the request until ready(k) (checked every millisecond), noticing
+ * meanwhile a client that hangs up, as pause_watch does. 0 once ready. */
+static int hold_until(conn_t *k, bool (*ready)(conn_t *k)) {
+  k->h->stats.holds++;
+  while (!ready(k)) {
+    int rc = pause_watch(k, 1);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
 /* Write n bytes of the /bytes pattern, starting at byte `from`. */
 static int put_pattern(conn_t *k, size_t from, size_t n) {
   while (n > 0) {
@@ -582,6 +597,68 @@ static int route_set_cookie(conn_t *k, const char *rest) {
   return respond_text(k, 200, line, "ok");
 }
 
+/* A holding route's end, as for /drip: a hang-up seen in the wait or, if
+ * it came first, as a failed write counts as aborted. */
+static int held(conn_t *k, int rc) {
+  if (rc < 0 && rc != UV_ECANCELED) k->h->stats.aborted++; /* not httpd_stop */
+  return rc;
+}
+
+static bool never(conn_t *k) {
+  (void)k;
+  return false;
+}
+
+static int route_hold(conn_t *k, const char *rest) {
+  (void)rest;
+  return held(k, hold_until(k, never));
+}
+
+/* One pass of httpd_gate_pass, if there is one. */
+static bool gate_open(conn_t *k) {
+  if (k->h->gate_passes == 0) return false;
+  k->h->gate_passes--;
+  return true;
+}
+
+static int route_gate(conn_t *k, const char *rest) {
+  unsigned long long n, first;
+  const char *slash = strchr(rest, '/');
+  if (!parse_num(rest, "/", &n) || slash == NULL || !parse_num(slash + 1, NULL, &first) ||
+      first > n)
+    return route_not_found(k, rest);
+  int rc = send_head(k, 200, "Content-Type: application/octet-stream\r\n", (long long)n);
+  if (k->rq.head_only) return rc;
+  if (rc == 0) rc = put_pattern(k, 0, (size_t)first);
+  if (rc == 0) rc = hold_until(k, gate_open);
+  if (rc == 0) rc = put_pattern(k, (size_t)first, (size_t)(n - first));
+  return held(k, rc);
+}
+
+/* The round this request waits in has been let go. */
+static bool barrier_done(conn_t *k) { return k->h->barrier_round != k->barrier_round; }
+
+static int route_barrier(conn_t *k, const char *rest) {
+  unsigned long long n, m;
+  const char *slash = strchr(rest, '/');
+  if (!parse_num(rest, "/", &n) || slash == NULL || !parse_num(slash + 1, NULL, &m) || n == 0)
+    return route_not_found(k, rest);
+  httpd_t *h = k->h;
+  k->barrier_round = h->barrier_round;
+  int rc = 0;
+  if (++h->barrier_in >= (long)n) { /* the last one in lets the round go */
+    h->barrier_in = 0;
+    h->barrier_round++;
+    h->stats.holds++;
+  } else {
+    rc = hold_until(k, barrier_done);
+    if (rc < 0 && !barrier_done(k)) h->barrier_in--; /* left the round */
+  }
+  if (rc == 0) rc = send_head(k, 200, "Content-Type: application/octet-stream\r\n", (long long)m);
+  if (rc == 0 && !k->rq.head_only) rc = put_pattern(k, 0, (size_t)m);
+  return held(k, rc);
+}
+
 static int route_close(conn_t *k, const char *rest) {
   (void)k;
   (void)rest;
@@ -598,7 +675,8 @@ static const struct route {
     {"/bytes/", route_bytes},    {"/reset", route_reset},
     {"/drip/", route_drip},      {"/gzip", route_gzip},
     {"/echo", route_echo},       {"/set-cookie/", route_set_cookie},
-    {"/close", route_close},
+    {"/close", route_close},     {"/hold", route_hold},
+    {"/gate/", route_gate},      {"/barrier/", route_barrier},
 };
 
 static int dispatch(conn_t *k) {
@@ -687,6 +765,8 @@ void httpd_set_after_response(httpd_t *h, httpd_hook_fn fn, void *data) {
 }
 
 void httpd_set_head_timeout(httpd_t *h, int64_t ms) { h->timeout_ms = ms < 0 ? -1 : ms; }
+
+void httpd_gate_pass(httpd_t *h, long n) { h->gate_passes += n; }
 
 void httpd_stop(httpd_t *h) {
   if (h == NULL) return;

@@ -27,11 +27,25 @@
  *                        back as X-Echo-Name: v
  *   /set-cookie/N/V      200 "ok", Set-Cookie: N=V; Path=/
  *   /close               closes the connection without answering
+ *   /hold                never answers (until the client hangs up or
+ *                        httpd_stop)
+ *   /gate/N/K            200, Content-Length: N, the /bytes pattern: the
+ *                        first K bytes at once, the rest once the test
+ *                        lets the request through (httpd_gate_pass)
+ *   /barrier/N/M         200, M bytes of the /bytes pattern, once N
+ *                        requests have come to /barrier (all N then go on
+ *                        together; the next one starts a new round)
  *   anything else        404 "not found"
  * A query string (?...) is ignored for routing. HEAD gets the head of the
- * GET answer without its body. /delay and /drip notice a client that hangs
- * up while they wait (not only at their next write) and end the
- * connection at once (stats.aborted).
+ * GET answer without its body. /delay, /drip, /hold, /gate and /barrier
+ * notice a client that hangs up while they wait (not only at their next
+ * write) and end the connection at once (stats.aborted).
+ *
+ * The last three are how tests wait on events rather than on time: a
+ * request that must still be in flight when the test looks is held until
+ * the test says (or forever), not for a number of milliseconds a slow
+ * machine could use up, and /barrier proves that a client had N requests
+ * out at once, however slowly it sent them.
  *
  * Parsing (RFC 9112), strictly: lines end in CRLF or a bare LF (both
  * accepted, in the head, chunk lines and trailers); empty lines before the
@@ -86,6 +100,8 @@ typedef struct httpd_stats {
                        * 408, 413, 414, 431, 501, 505) and closed */
   long timeouts;      /* connections closed by the head timeout (408
                        * answered or idle) */
+  long holds;         /* requests that have reached the wait of /hold,
+                       * /gate (after its first K bytes) or /barrier */
 } httpd_stats_t;
 
 typedef void (*httpd_hook_fn)(void *data);
@@ -109,6 +125,8 @@ void httpd_set_after_response(httpd_t *h, httpd_hook_fn fn, void *data);
  * connection is closed, after a 408 answer if part of a request had
  * arrived. Applies to heads the server starts waiting for afterwards. */
 void httpd_set_head_timeout(httpd_t *h, int64_t ms);
+/* Let n more requests through /gate (now waiting or still to come). */
+void httpd_gate_pass(httpd_t *h, long n);
 /* Stop listening, cancel every connection, wait for them, free h. */
 void httpd_stop(httpd_t *h);
 /* The /bytes pattern: byte i of a /bytes body. */

@@ -169,7 +169,11 @@ static const char *nginx_bin(void) {
 
 static void nginx_stop(void) {
   if (dir[0] == '\0') return;
-  sh("kill $(cat %s/nginx.pid 2>/dev/null) 2>/dev/null; sleep 0.2; rm -rf %s", dir, dir);
+  /* wait for the master to be gone (it stops its workers first), then
+   * remove what it used: not "sleep 0.2" and hope it was enough */
+  sh("pid=$(cat %s/nginx.pid 2>/dev/null) && kill $pid 2>/dev/null &&"
+     " while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf %s",
+     dir, dir);
   dir[0] = '\0';
 }
 

@@ -55,7 +55,7 @@ static int sigint_seen;
 static int waits_for_ctrl_c(void *arg) {
   (void)arg;
   uv_kill(uv_os_getpid(), SIGINT);
-  int rc = uva_await(uva_sleep(10000), NULL);
+  int rc = uva_await(uva_sleep(FOREVER_MS), NULL); /* only the SIGINT ends it */
   sigint_seen = rc == UV_ECANCELED;
   return rc;
 }

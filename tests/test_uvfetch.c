@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "httpd.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,19 @@ typedef struct run {
   int status;      /* exit status */
 } run_t;
 
+/* Something the test does once the tool has written a given text: lets a
+ * request through h's /gate (the tool's own output is the event that it
+ * got this far). */
+typedef struct on_output {
+  const char *text;
+  httpd_t *h;
+} on_output_t;
+
 typedef struct collect {
   uva_stream_t *s;
   char *buf;
   size_t len, cap;
+  const on_output_t *on; /* NULL: none */
 } collect_t;
 
 /* Read a stream to its end into c->buf. A task: stdout and stderr are read
@@ -36,14 +46,26 @@ static int collect_task(void *arg) {
     int n = uva_await(uva_stream_read(c->s, c->buf + c->len, c->cap - c->len - 1), NULL);
     if (n < 0) break;
     c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    if (c->on && strstr(c->buf, c->on->text)) {
+      httpd_gate_pass(c->on->h, 1);
+      c->on = NULL;
+    }
   }
   c->buf[c->len] = '\0';
   return 0;
 }
 
+static run_t run_tool_on(const char *const *args, const char *input, const on_output_t *on);
+
 /* Run uvfetch with args (NULL-terminated, without argv[0]); input, if not
  * NULL, is written to its stdin (else stdin is /dev/null). */
 static run_t run_tool(const char *const *args, const char *input) {
+  return run_tool_on(args, input, NULL);
+}
+
+/* The same, doing what `on` says when its stdout shows on->text. */
+static run_t run_tool_on(const char *const *args, const char *input, const on_output_t *on) {
   const char *exe = getenv("UVFETCH");
   ck_assert_msg(exe != NULL, "UVFETCH is not set (run through meson test)");
   char *argv[64] = {"uvfetch"};
@@ -58,7 +80,7 @@ static run_t run_tool(const char *const *args, const char *input) {
                                     UVA_STDIO_PIPE}};
   uva_process_t *p;
   ck_assert_int_eq(uva_process_spawn(&p, &o), 0);
-  collect_t out = {.s = uva_process_stdio(p, 1)}, err = {.s = uva_process_stdio(p, 2)};
+  collect_t out = {.s = uva_process_stdio(p, 1), .on = on}, err = {.s = uva_process_stdio(p, 2)};
   uva_future_t *tasks[2] = {uva_spawn(collect_task, &out), uva_spawn(collect_task, &err)};
   if (input) {
     uva_stream_t *in = uva_process_stdio(p, 0);
@@ -220,7 +242,7 @@ TASK_TEST(test_timeout) {
   httpd_t *h;
   ck_assert_int_eq(httpd_start(&h, 0), 0);
   char u[128], line[2048];
-  snprintf(u, sizeof u, "%s", httpd_url(h, "/delay/2000"));
+  snprintf(u, sizeof u, "%s", httpd_url(h, "/hold")); /* never answered */
   run_t r = run_tool((const char *[]){"--timeout", "0.3", u, NULL}, NULL);
   ck_assert_int_eq(r.status, 1);
   assert_error_starts(line_for(r.out, u, line, sizeof line), UV_ETIMEDOUT);
@@ -230,13 +252,27 @@ TASK_TEST(test_timeout) {
   return 0;
 }
 
+/* The after-response hook of check_order: the first answer (the fast
+ * one's: the slow one waits at the gate) lets the slow one through. */
+static void pass_gate(void *h) { httpd_gate_pass(h, 1); }
+
+/* The slow URL's body waits at the server's gate until the fast one is
+ * done, so the fast one completes first on any machine: with "completion"
+ * the gate opens when the tool has printed the fast line; with "input",
+ * where that line waits for the slow one, once the server has answered
+ * the fast one (which the input order must not show). */
 static void check_order(const char *order, const char *first) {
   httpd_t *h;
   ck_assert_int_eq(httpd_start(&h, 0), 0);
   char slow[128], fast[128], line[2048], want[160];
-  snprintf(slow, sizeof slow, "%s", httpd_url(h, "/delay/300"));
+  snprintf(slow, sizeof slow, "%s", httpd_url(h, "/gate/5/0"));
   snprintf(fast, sizeof fast, "%s", httpd_url(h, "/ok"));
-  run_t r = run_tool((const char *[]){"--order", order, slow, fast, NULL}, NULL);
+  snprintf(want, sizeof want, "{\"url\": \"%s\",", fast);
+  on_output_t on = {.text = want, .h = h};
+  bool completion = strcmp(order, "completion") == 0;
+  if (!completion) httpd_set_after_response(h, pass_gate, h);
+  run_t r = run_tool_on((const char *[]){"--order", order, slow, fast, NULL}, NULL,
+                        completion ? &on : NULL);
   ck_assert_int_eq(r.status, 0);
   ck_assert_int_eq(count_lines(r.out), 2);
   snprintf(want, sizeof want, "{\"url\": \"%s\",", strcmp(first, "slow") ? fast : slow);
@@ -282,8 +318,9 @@ static long fetch_many(const char *path, int n, const char *const *opts) {
 
 TASK_TEST(test_concurrency) {
   ck_assert_int_eq(fetch_many("/delay/50", 5, (const char *[]){"-c", "1", NULL}), 1);
-  /* the control: without the limit the same fetches overlap */
-  ck_assert_int_gt(fetch_many("/delay/300", 4, (const char *[]){"--concurrency", "4", NULL}), 1);
+  /* the control: without the limit the same fetches overlap (the server
+   * answers none of the four before all four are in) */
+  ck_assert_int_gt(fetch_many("/barrier/4/5", 4, (const char *[]){"--concurrency", "4", NULL}), 1);
   return 0;
 }
 
@@ -291,8 +328,9 @@ TASK_TEST(test_per_host) {
   long max = fetch_many("/delay/100", 10, (const char *[]){"--per-host", "2", NULL});
   ck_assert_int_le(max, 2);
   ck_assert_int_ge(max, 1);
-  /* the control: 16 workers and no per-host limit overlap more */
-  ck_assert_int_gt(fetch_many("/delay/300", 10, (const char *[]){NULL}), 2);
+  /* the control: 16 workers and no per-host limit overlap more (all ten
+   * are in before any is answered) */
+  ck_assert_int_gt(fetch_many("/barrier/10/5", 10, (const char *[]){NULL}), 2);
   return 0;
 }
 

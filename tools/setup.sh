@@ -2,7 +2,7 @@
 # Install what uvasync needs to build and test, only when missing (Debian 12).
 set -euo pipefail
 pkgs=(build-essential pkg-config meson ninja-build libuv1-dev check clang libclang-rt-dev libcurl4-openssl-dev
-      libgumbo-dev nginx-light openssl)
+      libgumbo-dev nginx-light openssl valgrind)
 pkgs+=("$@")
 missing=()
 for p in "${pkgs[@]}"; do

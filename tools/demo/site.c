@@ -25,6 +25,8 @@ struct site {
   site_request_t *log;
   size_t nlog, caplog;
   long active;         /* connection tasks running (site_stop waits) */
+  int together;        /* site_hold_together: requests still to come */
+  long together_round; /* rounds of site_hold_together let go */
 };
 
 /* ------------------------------------------------------ link structure */
@@ -319,6 +321,21 @@ static int skip_body(site_t *s, uva_stream_t *conn, unsigned long long n) {
   return 0;
 }
 
+/* site_hold_together: wait for the round's last request (which lets the
+ * round go). A cancel (site_stop) ends the wait. */
+static int hold_together(site_t *s) {
+  long round = s->together_round;
+  if (--s->together == 0) {
+    s->together_round++;
+    return 0;
+  }
+  while (s->together_round == round) {
+    int rc = uva_await(uva_sleep(1), NULL);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
 static int serve(uva_stream_t *conn, void *arg) {
   site_t *s = arg;
   s->active++;
@@ -349,6 +366,7 @@ static int serve(uva_stream_t *conn, void *arg) {
     if (++s->st.in_flight > s->st.max_in_flight) s->st.max_in_flight = s->st.in_flight;
     buf_t out = {0};
     rc = skip_body(s, conn, len.n);
+    if (rc == 0 && s->together > 0 && strcmp(path, "/") != 0) rc = hold_together(s);
     if (rc == 0) rc = uva_await(uva_sleep(delay_for(s, path)), NULL);
     const char *connection = close_after       ? "Connection: close\r\n"
                              : h.version == 10 ? "Connection: keep-alive\r\n"
@@ -410,6 +428,8 @@ void site_reset_stats(site_t *s) {
   s->st.in_flight = s->st.max_in_flight = in_flight;
   s->nlog = 0;
 }
+
+void site_hold_together(site_t *s, int n) { s->together = n > 0 ? n : 0; }
 
 void site_stop(site_t *s) {
   if (!s) return;

@@ -135,6 +135,11 @@ const site_stats_t *site_stats(const site_t *s);
 const site_request_t *site_log(const site_t *s, size_t *n);
 /* Zero the counters (in_flight excepted) and empty the log. */
 void site_reset_stats(site_t *s);
+/* Hold the next n requests for anything but "/" (a crawl's start page)
+ * until all n have arrived, then let them go on together (each then waits
+ * its delay): a test's proof, by an event rather than by timing, that a
+ * client had n requests out at once. */
+void site_hold_together(site_t *s, int n);
 /* Stop listening, cancel the connections, wait for them (in a task) and
  * free everything. NULL is ignored. */
 void site_stop(site_t *s);
