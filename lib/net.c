@@ -599,7 +599,13 @@ struct uva_server {
   uva__link_t conns;        /* connection streams whose task runs */
   size_t nconns;
   uva_future_t *close_fut;  /* a reference, until it completes */
-  uva__timer_t retry;       /* accept again after running out of memory */
+  /* Accept again after running out of memory. A libuv timer of its own,
+   * made the first time it is needed: arming one in the loop's heap can
+   * itself fail for memory (the heap grows), and then nothing would ever
+   * accept again. */
+  uv_timer_t retry;
+  bool retry_made;
+  int handles;              /* our libuv handles not closed yet */
 };
 
 typedef struct closeop {
@@ -652,8 +658,10 @@ static void server_check(uva_server_t *srv) {
 static void on_server_closed(uv_handle_t *h) {
   uva_server_t *srv = h->data;
   srv->loop->jobs--;
-  srv->handle_closed = true;
-  server_check(srv);
+  if (--srv->handles == 0) {
+    srv->handle_closed = true;
+    server_check(srv);
+  }
 }
 
 static int conn_body(void *arg) {
@@ -677,8 +685,8 @@ static void conn_end(uva_future_t *f, void *data) {
 
 static void on_connection(uv_stream_t *h, int status);
 
-static void retry_accept(uva__timer_t *t) {
-  uva_server_t *srv = UVA_CONTAINER_OF(t, uva_server_t, retry);
+static void retry_accept(uv_timer_t *t) {
+  uva_server_t *srv = t->data;
   on_connection(&srv->u.s, 0);
 }
 
@@ -690,7 +698,14 @@ static void on_connection(uv_stream_t *h, int status) {
   if (s == NULL) {
     /* libuv stops watching the listening socket until this connection is
      * accepted, so nobody would call us again: try again in 10 ms. */
-    uva__timer_start(loop, &srv->retry, uv_now(loop->uv) + 10);
+    if (!srv->retry_made) {
+      uv_timer_init(loop->uv, &srv->retry); /* cannot fail: no allocation */
+      uv_unref((uv_handle_t *)&srv->retry);  /* as the listening socket */
+      srv->retry.data = srv;
+      srv->retry_made = true;
+      srv->handles++;
+    }
+    uv_timer_start(&srv->retry, retry_accept, 10, 0);
     return;
   }
   if (uv_accept(h, &s->u.s) != 0 || loop->closing) {
@@ -751,8 +766,7 @@ static uva_server_t *server_new(uva_loop_t *loop, uva_conn_fn fn, void *arg) {
   srv->loop = loop;
   srv->fn = fn;
   srv->arg = arg;
-  srv->retry.index = SIZE_MAX;
-  srv->retry.fire = retry_accept;
+  srv->handles = 1; /* the listening socket */
   uva__list_init(&srv->conns);
   return srv;
 }
@@ -824,7 +838,10 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections) {
   c->srv = srv;
   srv->close_fut = uva_ref(&c->base);
   srv->closing = true;
-  if (uva__timer_armed(&srv->retry)) uva__timer_stop(loop, &srv->retry);
+  if (srv->retry_made) {
+    loop->jobs++;
+    uv_close((uv_handle_t *)&srv->retry, on_server_closed);
+  }
   if (srv->path) unlink(srv->path);
   loop->jobs++;
   uv_close(&srv->u.h, on_server_closed);
