@@ -39,17 +39,16 @@ run gcc --buildtype=debugoptimized
 #   http_edges 11/25, http_tls 9.4/28, uvfetch 7.3/18, crawler 9.7/19,
 #   demo 1.6/3.2; this step: 97 s / 203 s of wall time. The whole CI from a
 #   clean clone with the hogs on: 838 s.
+#   thread 21 (quiet, with TSan's own run below too).
 # Not under valgrind:
-#   thread: ThreadSanitizer checks it (below); valgrind runs one thread at a
-#     time, and two of its tests (to_thread_cancel_running_and_queued_jobs,
-#     executor_jobs_do_not_starve_libuv_pool) still time pool jobs with
-#     sleeps: under valgrind the second failed in 8 runs of 9 and the
-#     first hung until the Check timeout in 2. 3.4 s when they pass.
-#     Add it here once they wait on events.
+#   stack: its overflow tests fault on purpose in child processes, and a
+#     fault is a memcheck error (Invalid read) by definition.
+#   lsan: it builds and runs programs with AddressSanitizer, which cannot
+#     run under valgrind.
 #   samples: they assert on wall-clock time by design (cancel: the run takes
 #     1.05-1.7 s, ...), which valgrind's slowness is not for; they do pass
 #     today, 1.6-6.2 s each, 52 s for the 16.
-vg_tests=(future task timer loop combine sync queue fs dns net signal process
+vg_tests=(future task timer loop thread combine sync queue fs dns net signal process
           http http_stream http_edges http_tls uvfetch crawler demo)
 echo "=== valgrind"
 current=valgrind t0=$SECONDS
