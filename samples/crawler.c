@@ -185,18 +185,13 @@ static int parse(void *arg, void **value) {
   return rc;
 }
 
-/* Run parse(pg) on the pool and wait until it has returned, even if we are
- * cancelled: it reads the response's body, and a job that has started
- * cannot be stopped. uva_wait borrows the job, so a cancel (delivered once)
- * ends only that wait, and the next one waits for the job. */
+/* Run parse(pg) on the pool. pg (and the body it reads) is borrowed until
+ * the await returns, which is once the job has returned even when we are
+ * cancelled meanwhile: a job that has started cannot be stopped. A cancel
+ * that came while it ran still stops the crawl. */
 static int parse_on_thread(page_t *pg) {
-  uva_future_t *job = uva_to_thread(NULL, parse, pg, NULL);
-  int cancelled = 0;
-  while (job && !uva_future_is_done(job))
-    cancelled |= uva_await(uva_wait(&job, 1, UVA_ALL_COMPLETED, -1), NULL) == UV_ECANCELED;
-  int rc = job ? uva_future_status(job) : UV_ENOMEM;
-  uva_release(job);
-  return cancelled ? UV_ECANCELED : rc;
+  int rc = uva_await(uva_to_thread(NULL, parse, pg, NULL), NULL);
+  return rc == 0 && uva_cancelling() > 0 ? UV_ECANCELED : rc;
 }
 
 static double now_ms(void) { return (double)uv_hrtime() / 1e6; }
