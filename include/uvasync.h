@@ -222,10 +222,19 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line);
  * on a later loop turn (never inside uva_spawn). The loop keeps the task
  * alive until it ends, so releasing the returned reference only means you
  * will not look at the result ("fire and forget" is safe). The task's
- * status is fn's return value. NULL on ENOMEM / no loop. */
-uva_future_t *uva_spawn(uva_task_fn fn, void *arg);
+ * status is fn's return value. NULL on ENOMEM / no loop.
+ * The macros record the file and line of the spawn for debug mode's
+ * reports; (uva_spawn)(fn, arg) calls the function without a site. */
+#define uva_spawn(fn, arg) uva_spawn_named_at(NULL, (fn), (arg), __FILE__, __LINE__)
+uva_future_t *(uva_spawn)(uva_task_fn fn, void *arg);
 /* Same, with a name (copied) for dumps; name may be NULL. */
-uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg);
+#define uva_spawn_named(name, fn, arg) \
+  uva_spawn_named_at((name), (fn), (arg), __FILE__, __LINE__)
+uva_future_t *(uva_spawn_named)(const char *name, uva_task_fn fn, void *arg);
+/* The function behind both macros: file (a string that must outlive the
+ * task, such as __FILE__; may be NULL) and line say where the spawn is. */
+uva_future_t *uva_spawn_named_at(const char *name, uva_task_fn fn, void *arg,
+                                 const char *file, int line);
 
 /* Set the value the current task's future will carry (ownership moves to
  * the task; a previous value is freed). Returns 0 or UVA_ENOTASK (the value
@@ -269,8 +278,10 @@ void uva_dump_tasks(uva_loop_t *loop, void *stream);
  * NULL on ENOMEM / no loop. */
 uva_future_t *uva_sleep(uint64_t ms);
 /* asyncio.sleep(0): let every other ready task and I/O run once. Returns 0,
- * UV_ECANCELED, or UVA_ENOTASK. */
-int uva_yield(void);
+ * UV_ECANCELED, or UVA_ENOTASK. The macro is that await, so the task's
+ * await site is the caller's line; (uva_yield)() is the same function. */
+#define uva_yield() uva_await_at(uva_sleep(0), NULL, __FILE__, __LINE__)
+int (uva_yield)(void);
 
 /* ----------------------------------------------------------- combinators */
 
@@ -375,9 +386,14 @@ uva_group_t *uva_group_new(void);
 /* Spawn fn(arg) in the group. If task_out is not NULL it receives a new
  * reference to the task. When any task of the group fails (status < 0 other
  * than UV_ECANCELED), every other task is cancelled. Returns 0, UV_ENOMEM,
- * or UVA_ECLOSED (group already failed or joined: nothing spawned). */
-int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg,
-                    uva_future_t **task_out);
+ * or UVA_ECLOSED (group already failed or joined: nothing spawned). The
+ * macro records the spawn site as uva_spawn's does. */
+#define uva_group_spawn(g, fn, arg, task_out) \
+  uva_group_spawn_at((g), (fn), (arg), (task_out), __FILE__, __LINE__)
+int (uva_group_spawn)(uva_group_t *g, uva_task_fn fn, void *arg,
+                      uva_future_t **task_out);
+int uva_group_spawn_at(uva_group_t *g, uva_task_fn fn, void *arg,
+                       uva_future_t **task_out, const char *file, int line);
 /* In a task: wait for every task of the group, then free the group. Returns
  * 0, or the first failure's code. If the calling task is cancelled while
  * waiting, the group's tasks are cancelled, waited for, and UV_ECANCELED is

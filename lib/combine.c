@@ -850,7 +850,12 @@ uva_group_t *uva_group_new(void) {
   return g;
 }
 
-int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out) {
+int (uva_group_spawn)(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out) {
+  return uva_group_spawn_at(g, fn, arg, task_out, NULL, 0);
+}
+
+int uva_group_spawn_at(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out,
+                       const char *file, int line) {
   if (task_out) *task_out = NULL;
   if (g == NULL || fn == NULL) return UV_EINVAL;
   /* asyncio: no new tasks once shutting down, or once a join found none. */
@@ -860,7 +865,7 @@ int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **ta
   uva_loop_t *loop = g->base.loop;
   group_node_t *node = uva__malloc(sizeof *node);
   uva__cb_t *cb = node ? uva__cb_alloc(loop) : NULL;
-  uva_future_t *f = cb ? uva_spawn(fn, arg) : NULL;
+  uva_future_t *f = cb ? uva_spawn_named_at(NULL, fn, arg, file, line) : NULL;
   int rc = UV_ENOMEM;
   if (f && !uva_is_task(f)) { /* the loop is closing */
     rc = f->status;

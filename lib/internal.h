@@ -207,6 +207,8 @@ typedef struct uva__task {
   uint64_t id;
   struct uva__scope *timeouts; /* innermost active timeout scope */
   uva__link_t all;          /* loop's list of unfinished tasks */
+  const char *spawn_file;   /* where uva_spawn was called (NULL: internal) */
+  int spawn_line;
 } uva__task_t;
 
 extern const uva__fops_t uva__task_fops;

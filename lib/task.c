@@ -141,11 +141,8 @@ uva_future_t *uva__spawn(uva_loop_t *loop, const char *name, uva_task_fn fn, voi
   return &t->base;
 }
 
-uva_future_t *uva_spawn(uva_task_fn fn, void *arg) {
-  return uva_spawn_named(NULL, fn, arg);
-}
-
-uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg) {
+uva_future_t *uva_spawn_named_at(const char *name, uva_task_fn fn, void *arg,
+                                 const char *file, int line) {
   uva_loop_t *loop = uva__loop();
   if (loop == NULL) return NULL;
   if (fn == NULL || loop->closing) {
@@ -153,7 +150,22 @@ uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg) {
     if (f) uva__future_complete(f, fn ? UVA_ECLOSED : UV_EINVAL, NULL, NULL);
     return f;
   }
-  return uva__spawn(loop, name, fn, arg);
+  uva_future_t *f = uva__spawn(loop, name, fn, arg);
+  if (f) {
+    ((uva__task_t *)f)->spawn_file = file;
+    ((uva__task_t *)f)->spawn_line = line;
+  }
+  return f;
+}
+
+/* The plain functions, for callers without the macros (bindings, function
+ * pointers): no spawn site. */
+uva_future_t *(uva_spawn)(uva_task_fn fn, void *arg) {
+  return uva_spawn_named_at(NULL, fn, arg, NULL, 0);
+}
+
+uva_future_t *(uva_spawn_named)(const char *name, uva_task_fn fn, void *arg) {
+  return uva_spawn_named_at(name, fn, arg, NULL, 0);
 }
 
 int uva__task_cancel(uva__task_t *t) {
