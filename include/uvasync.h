@@ -1016,6 +1016,114 @@ size_t uva_http_stream_buffered(const uva_http_stream_t *s);
  * UV_ECANCELED; the stream is still closed by its owner). */
 void uva_http_stream_close(uva_http_stream_t *s);
 
+/* ------------------------------------------------------------ debug mode */
+/* asyncio's debug mode, in C terms. Turn it on for every loop of the process
+ * with UVA_DEBUG=1 in the environment (read when a loop is made: uva_run,
+ * uva_loop_new, uva_loop_attach), or for one loop with uva_loop_set_debug.
+ * It reports four kinds of mistakes:
+ *
+ *  UVA_DEBUG_BLOCKED      a task step or a done callback has run for longer
+ *                         than the threshold without giving the loop back
+ *                         (a blocking sleep(), read() or long computation in
+ *                         a task). Reported WHILE the loop is blocked, from
+ *                         a watchdog thread: the task's name, the function it
+ *                         was spawned with, where it was spawned and where it
+ *                         last awaited (or the callback's function).
+ *                         Followed by UVA_DEBUG_UNBLOCKED, on the loop's
+ *                         thread, with the whole stall, once the step ends.
+ *                         Time the loop spends waiting for I/O, and time the
+ *                         thread spends outside the loop (between two
+ *                         uva_loop_run_until calls, or in an attached loop's
+ *                         own callbacks) is never reported.
+ *  UVA_DEBUG_UNRETRIEVED  a task failed (status < 0, not UV_ECANCELED) and
+ *                         nobody read its status before it was freed
+ *                         (asyncio: "Task exception was never retrieved").
+ *                         Reading is uva_await, uva_future_status,
+ *                         uva_future_value, uva_future_take, or handing the
+ *                         task to gather, wait_for, shield or a group;
+ *                         uva_wait only borrows and does not count.
+ *  UVA_DEBUG_FORGOTTEN    at uva_loop_close, after every task has been
+ *                         cancelled and has ended: a task or future still
+ *                         referenced by the program (never awaited nor
+ *                         released), with where it was spawned or created.
+ *  UVA_DEBUG_UNCLOSED     at uva_loop_close: an HTTP client or stream, a TCP
+ *                         or Unix stream or server, an executor or a process
+ *                         still open, with where it was made (aiohttp:
+ *                         "Unclosed client session").
+ *
+ * Creation sites. Tasks: the file and line of uva_spawn (the macros). Other
+ * futures and resources: the call stack is recorded when they are made
+ * (a few return addresses, about 1 us each) and resolved only when a report
+ * needs it, with dladdr and, when the program has debug information and
+ * addr2line (binutils) is installed, to file:line. Without those, a site
+ * reads "module+0xoffset" (feed it to addr2line -e module).
+ *
+ * Cost: with debug mode off, a predictable branch at each hook (nothing
+ * measurable). On: a mutex and a coarse clock read at each task switch and
+ * done callback, the stack walk for each future made, and a watchdog thread
+ * that wakes every half threshold. */
+
+enum uva_debug_kind {
+  UVA_DEBUG_BLOCKED = 1,     /* the loop is blocked now (watchdog thread) */
+  UVA_DEBUG_UNBLOCKED = 2,   /* the blocked step ended: the whole stall */
+  UVA_DEBUG_UNRETRIEVED = 3, /* a failed task's error was never read */
+  UVA_DEBUG_FORGOTTEN = 4,   /* a future or task still referenced at close */
+  UVA_DEBUG_UNCLOSED = 5     /* a resource still open at close */
+};
+
+/* One report. Every pointer is borrowed for the duration of the callback;
+ * fields that do not apply to the kind are NULL or 0. */
+typedef struct uva_debug_report {
+  int kind;                /* enum uva_debug_kind */
+  const char *message;     /* the report as one line, as printed to stderr
+                            * (without "uvasync debug: " and the newline) */
+  const char *object;      /* "task", a future's kind ("future", "sleep",
+                            * "gather"...), a resource ("HTTP client", "TCP
+                            * stream", "TCP server", "executor"...), or
+                            * "callback" for a blocking done callback */
+  const char *task;        /* the task's name ("task-N" unless named) */
+  const char *fn;          /* the task's function or the blocking callback:
+                            * its symbol, else "module+0xoffset" */
+  const char *site;        /* where the task was spawned or the object made:
+                            * "file.c:42", else a symbol or module+0xoffset;
+                            * NULL if unknown */
+  const char *await_site;  /* BLOCKED, UNBLOCKED: the task's last await
+                            * ("file.c:42"); NULL before its first await */
+  int status;              /* UNRETRIEVED: the error; FORGOTTEN: the status
+                            * (UVA_EPENDING if not done) */
+  uint64_t ms;             /* BLOCKED: blocked so far; UNBLOCKED: in all */
+  uint64_t threshold_ms;   /* BLOCKED, UNBLOCKED: the threshold in force */
+} uva_debug_report_t;
+
+/* Receives reports instead of stderr. UVA_DEBUG_BLOCKED arrives on the
+ * watchdog thread while the loop's thread is stuck, every other kind on the
+ * loop's thread from inside the library: the callback must not call
+ * uvasync functions (uva_err_name and uva_strerror excepted) and, on the
+ * watchdog thread, must not touch the loop or its objects at all. */
+typedef void (*uva_debug_fn)(const uva_debug_report_t *r, void *data);
+
+typedef struct uva_debug_opts {
+  int enabled;             /* 0 turns debug mode off */
+  uint64_t slow_ms;        /* blocking threshold; 0: UVA_DEBUG_SLOW_MS from
+                            * the environment, else 100 (asyncio's
+                            * slow_callback_duration) */
+  uva_debug_fn report;     /* NULL: one line per report on stderr */
+  void *data;              /* passed to report */
+  int no_sites;            /* nonzero: do not walk the stack when futures
+                            * and resources are made (it costs about 1 us
+                            * each); their reports then have no site */
+} uva_debug_opts_t;
+
+/* Turn debug mode on or off for loop, or change its options (opts is
+ * copied; NULL turns it off). Call it on the loop's thread, also from a
+ * task. Turning it on starts the watchdog thread; futures and tasks made
+ * before that are not tracked. Turning it off (or closing the loop) joins
+ * the watchdog, so no report arrives after this returns. Returns 0,
+ * UV_EINVAL (loop NULL), UV_ENOMEM or a libuv thread error. */
+int uva_loop_set_debug(uva_loop_t *loop, const uva_debug_opts_t *opts);
+/* 1 if debug mode is on for loop, else 0. */
+int uva_loop_debug(const uva_loop_t *loop);
+
 #ifdef __cplusplus
 }
 #endif
