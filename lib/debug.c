@@ -68,8 +68,14 @@ typedef struct rec {
   const char *kind;        /* resources */
   uint8_t type;
   uint8_t retrieved;       /* tasks: someone read the result */
-  uint8_t nframes;
-  void *frames[FRAMES];    /* innermost first, starting in the library */
+  uint8_t nframes;         /* 0 for tasks */
+  union {
+    void *frames[FRAMES];  /* futures, resources: innermost first */
+    struct {
+      const char *file;    /* tasks: the spawn site */
+      int line;
+    } site;
+  } u;
 } rec_t;
 
 /* What the watchdog saw blocking, copied under the mutex: the task may
@@ -104,6 +110,8 @@ struct uva__debug {
   void (*cb)(void);        /* a callback, or neither */
   const char *await_file;  /* the task's last await, at the step's start */
   int await_line;
+  const char *spawn_file;  /* and its spawn site */
+  int spawn_line;
   uint64_t reported;       /* the step reported as blocked (seq) */
   int paused;              /* debug mode's own work in progress */
   blocked_t blocked;
@@ -581,8 +589,8 @@ static void watchdog(void *arg) {
       b->is_task = 1;
       task_name(t, b->name, sizeof b->name);
       b->fn = (void (*)(void))t->fn;
-      b->spawn_file = t->spawn_file;
-      b->spawn_line = t->spawn_line;
+      b->spawn_file = d->spawn_file;
+      b->spawn_line = d->spawn_line;
       b->await_file = d->await_file;
       b->await_line = d->await_line;
     } else {
@@ -606,6 +614,9 @@ static void watchdog(void *arg) {
 
 void uva__debug_step(uva_loop_t *loop, uva__task_t *t, void (*cb)(void)) {
   uva__debug_t *d = loop->debug;
+  const rec_t *r = t ? rec_find(d, t) : NULL; /* the table is ours: no lock */
+  const char *spawn_file = r && r->type == REC_TASK ? r->u.site.file : NULL;
+  int spawn_line = spawn_file ? r->u.site.line : 0;
   uint64_t now = now_ns();
   uv_mutex_lock(&d->mu);
   if (d->reported == d->seq) {
@@ -628,6 +639,8 @@ void uva__debug_step(uva_loop_t *loop, uva__task_t *t, void (*cb)(void)) {
   if (t) {
     d->await_file = t->await_file;
     d->await_line = t->await_line;
+    d->spawn_file = spawn_file;
+    d->spawn_line = spawn_line;
   }
   uv_mutex_unlock(&d->mu);
 }
@@ -636,11 +649,19 @@ void uva__debug_future_new(uva_future_t *f) {
   uva__debug_t *d = f->loop->debug;
   rec_t *r = rec_add(d, f, REC_FUTURE);
   /* skip 1: uva__future_alloc, always there */
-  if (r && !d->no_sites) r->nframes = (uint8_t)capture(f->loop, r->frames, FRAMES, 1);
+  if (r && !d->no_sites) r->nframes = (uint8_t)capture(f->loop, r->u.frames, FRAMES, 1);
 }
 
 void uva__debug_task_new(uva__task_t *t) {
-  rec_add(t->base.loop->debug, t, REC_TASK); /* its site is the spawn's */
+  rec_add(t->base.loop->debug, t, REC_TASK); /* uva__debug_task_site follows */
+}
+
+void uva__debug_task_site(uva__task_t *t, const char *file, int line) {
+  rec_t *r = rec_find(t->base.loop->debug, t);
+  if (r && r->type == REC_TASK) {
+    r->u.site.file = file;
+    r->u.site.line = line;
+  }
 }
 
 void uva__debug_retrieved(const uva_future_t *f) {
@@ -664,6 +685,8 @@ void uva__debug_future_free(uva_future_t *f) {
   if (r == NULL) return;
   bool lost = r->type == REC_TASK && !r->retrieved && f->state == UVA__DONE &&
               f->status < 0 && f->status != UV_ECANCELED;
+  const char *spawn_file = lost ? r->u.site.file : NULL;
+  int spawn_line = lost ? r->u.site.line : 0;
   rec_del(d, r);
   if (!lost) return;
   uint64_t t0 = pause_begin(d);
@@ -671,7 +694,7 @@ void uva__debug_future_free(uva_future_t *f) {
   char name[64], fn[160], site[256], msg[1024];
   task_name(t, name, sizeof name);
   loop_describe_fn(d, (void (*)(void))t->fn, fn, sizeof fn);
-  site_text(t->spawn_file, t->spawn_line, site, sizeof site);
+  site_text(spawn_file, spawn_line, site, sizeof site);
   fmt(msg, sizeof msg,
            "task '%s' (%s%s%s) failed with %s (%s) and nobody retrieved its status "
            "(await it, or read uva_future_status)",
@@ -696,12 +719,12 @@ void uva__debug_open(uva_loop_t *loop, const void *obj, const char *kind,
   const rec_t *src = from ? rec_find(d, from) : NULL;
   void *frames[FRAMES] = {0};
   int n = src ? src->nframes : d->no_sites ? 0 : capture(loop, frames, FRAMES, 0);
-  if (src) memcpy(frames, src->frames, sizeof frames);
+  if (src) memcpy(frames, src->u.frames, sizeof frames);
   rec_t *r = rec_add(d, obj, REC_RESOURCE); /* may move src: copied first */
   if (r == NULL) return;
   r->kind = kind;
   r->nframes = (uint8_t)n;
-  memcpy(r->frames, frames, sizeof frames);
+  memcpy(r->u.frames, frames, sizeof frames);
 }
 
 void uva__debug_close(uva_loop_t *loop, const void *obj) {
@@ -740,7 +763,7 @@ static void report_leak(uva__debug_t *d, const rec_t *r, sym_t *syms, size_t nsy
   sym_t *frames[FRAMES];
   for (int i = 0; i < r->nframes; i++) {
     sym_t key;
-    key.ip = (uintptr_t)r->frames[i];
+    key.ip = (uintptr_t)r->u.frames[i];
     frames[i] = bsearch(&key, syms, nsyms, sizeof *syms, by_ip);
   }
   int nframes = r->nframes;
@@ -755,7 +778,7 @@ static void report_leak(uva__debug_t *d, const rec_t *r, sym_t *syms, size_t nsy
     const uva_future_t *f = &t->base;
     task_name(t, name, sizeof name);
     loop_describe_fn(d, (void (*)(void))t->fn, fn, sizeof fn);
-    site_text(t->spawn_file, t->spawn_line, site, sizeof site);
+    site_text(r->u.site.file, r->u.site.line, site, sizeof site);
     if (f->state != UVA__DONE)
       fmt(state, sizeof state, "still pending");
     else if (f->status < 0)
@@ -813,7 +836,7 @@ static void report_leaks(uva__debug_t *d) {
     if (d->slots[i].key == NULL) continue;
     live[n++] = &d->slots[i];
     for (int k = 0; k < d->slots[i].nframes; k++) {
-      syms[nsyms].ip = (uintptr_t)d->slots[i].frames[k];
+      syms[nsyms].ip = (uintptr_t)d->slots[i].u.frames[k];
       syms[nsyms++].ret = 1;
     }
   }

@@ -207,8 +207,6 @@ typedef struct uva__task {
   uint64_t id;
   struct uva__scope *timeouts; /* innermost active timeout scope */
   uva__link_t all;          /* loop's list of unfinished tasks */
-  const char *spawn_file;   /* where uva_spawn was called (NULL: internal) */
-  int spawn_line;
 } uva__task_t;
 
 extern const uva__fops_t uva__task_fops;
@@ -321,6 +319,11 @@ UVA_COLD void uva__debug_loop_close(uva_loop_t *loop); /* leak reports, then off
 UVA_COLD void uva__debug_step(uva_loop_t *loop, uva__task_t *t, void (*cb)(void));
 UVA_COLD void uva__debug_future_new(uva_future_t *f); /* records where f was made */
 UVA_COLD void uva__debug_task_new(uva__task_t *t);
+/* Where uva_spawn was called (file outlives the task: __FILE__). Kept in
+ * debug mode's record, not in the task: 16 more bytes would take
+ * uva__task_t from 248 to 264 bytes, past 256, and the warm spawn pass is
+ * bound by cache misses (README, Benchmarks). */
+UVA_COLD void uva__debug_task_site(uva__task_t *t, const char *file, int line);
 UVA_COLD void uva__debug_future_free(uva_future_t *f); /* futures and tasks */
 UVA_COLD void uva__debug_retrieved(const uva_future_t *f); /* a task's result was read */
 UVA_COLD void uva__debug_rename(uva__task_t *t, char *name); /* takes name */

@@ -154,10 +154,7 @@ uva_future_t *uva_spawn_named_at(const char *name, uva_task_fn fn, void *arg,
     return f;
   }
   uva_future_t *f = uva__spawn(loop, name, fn, arg);
-  if (f) {
-    ((uva__task_t *)f)->spawn_file = file;
-    ((uva__task_t *)f)->spawn_line = line;
-  }
+  if (f && loop->debug) uva__debug_task_site((uva__task_t *)f, file, line);
   return f;
 }
 
