@@ -230,6 +230,38 @@ TASK_TEST(test_blocking_first_step) {
   return 0;
 }
 
+static uva_event_t *ev;
+
+/* Wakes `woken`, then suspends: the loop switches straight to woken (no
+ * trip through the drain), and woken's step is its own. */
+static int waker(void *arg) {
+  (void)arg;
+  uva_event_set(ev);
+  return uva_await(uva_sleep(1), NULL);
+}
+
+static int woken(void *arg) {
+  (void)arg;
+  ck_assert_int_eq(uva_await(uva_event_wait(ev), NULL), 0);
+  block_until_reported();
+  return 0;
+}
+
+TASK_TEST(test_blocking_after_direct_switch) {
+  debug_on(20);
+  ev = uva_event_new();
+  uva_future_t *b = uva_spawn_named("woken", woken, NULL);
+  settle();
+  uva_future_t *a = uva_spawn_named("waker", waker, NULL);
+  ck_assert_int_eq(uva_await(b, NULL), 0);
+  ck_assert_int_eq(uva_await(a, NULL), 0);
+  uva_event_free(ev);
+  rep_t r = get_rep(UVA_DEBUG_BLOCKED, count_kind(UVA_DEBUG_BLOCKED) - 1);
+  ck_assert_str_eq(r.task, "woken");
+  uva_loop_set_debug(uva_loop_current(), NULL);
+  return 0;
+}
+
 static void slow_callback(uva_future_t *f, void *data) {
   (void)f;
   block_until_reported();
@@ -337,6 +369,22 @@ END_TEST
 
 static int sleeper(void *arg) { return uva_await(uva_sleep((uint64_t)(uintptr_t)arg), NULL); }
 
+static void quick_callback(uva_future_t *f, void *data) {
+  (void)f;
+  (void)data;
+}
+
+/* A done callback that is the last thing a turn runs, then 500 ms in epoll:
+ * the callback's step ends with the turn, not when the loop next wakes. */
+static int callback_then_sleep(void *arg) {
+  (void)arg;
+  uva_future_t *f = uva_future_new();
+  ck_assert_int_eq(uva_future_on_done(f, quick_callback, NULL), 0);
+  uva_future_resolve(f, 0, NULL, NULL);
+  uva_release(f);
+  return uva_await(uva_sleep(500), NULL);
+}
+
 /* Waiting in epoll, and the thread doing something else between two
  * uva_loop_run_until calls, are not the loop being blocked: 500 ms of each
  * at a 100 ms threshold. A slow machine (valgrind) may rightly report a
@@ -349,7 +397,7 @@ START_TEST(test_idle_not_reported) {
   ck_assert_int_eq(uva_loop_run_until(loop, t), 0);
   uva_release(t);
   usleep(500 * 1000); /* the loop's thread, outside the loop */
-  t = uva_spawn(sleeper, (void *)(uintptr_t)1);
+  t = uva_spawn(callback_then_sleep, NULL);
   ck_assert_int_eq(uva_loop_run_until(loop, t), 0);
   uva_release(t);
   ck_assert_int_eq(uva_loop_close(loop), 0);
@@ -442,6 +490,20 @@ TASK_TEST(test_retrieved_not_reported) {
   uva_loop_set_debug(uva_loop_current(), NULL);
   return 0;
 }
+
+/* uva_loop_run_until returns the task's status: that is reading it (uva_run
+ * hands main's status back the same way). */
+START_TEST(test_run_until_retrieves) {
+  uva_loop_t *loop;
+  ck_assert_int_eq(uva_loop_new(&loop), 0);
+  debug_on(10000);
+  uva_future_t *t = uva_spawn(fail_eio, NULL);
+  ck_assert_int_eq(uva_loop_run_until(loop, t), UV_EIO);
+  uva_release(t);
+  ck_assert_int_eq(uva_loop_close(loop), 0);
+  expect_no_reports();
+}
+END_TEST
 
 /* --------------------------------------------------- forgotten awaits */
 
@@ -732,6 +794,7 @@ static Suite *debug_suite(void) {
   TCase *tc = tcase_create("blocking");
   tcase_add_test(tc, test_blocking_task);
   tcase_add_test(tc, test_blocking_first_step);
+  tcase_add_test(tc, test_blocking_after_direct_switch);
   tcase_add_test(tc, test_blocking_callback);
   tcase_add_test(tc, test_blocking_threadsafe_call);
   tcase_add_test(tc, test_threshold_settable);
@@ -743,6 +806,7 @@ static Suite *debug_suite(void) {
   tc = tcase_create("leaks");
   tcase_add_test(tc, test_unretrieved_error);
   tcase_add_test(tc, test_retrieved_not_reported);
+  tcase_add_test(tc, test_run_until_retrieves);
   tcase_add_test(tc, test_forgotten);
   tcase_add_test(tc, test_no_sites);
   tcase_add_test(tc, test_unclosed);
