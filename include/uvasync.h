@@ -1085,7 +1085,9 @@ typedef struct uva_debug_report {
   const char *fn;          /* the task's function or the blocking callback:
                             * its symbol, else "module+0xoffset" */
   const char *site;        /* where the task was spawned or the object made:
-                            * "file.c:42", else a symbol or module+0xoffset;
+                            * "file.c:42", else a symbol or module+0xoffset
+                            * (several, innermost first, when nothing tells
+                            * the library's frames from the program's);
                             * NULL if unknown */
   const char *await_site;  /* BLOCKED, UNBLOCKED: the task's last await
                             * ("file.c:42"); NULL before its first await */

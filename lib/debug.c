@@ -475,10 +475,24 @@ static void describe_sym(const sym_t *s, char *buf, size_t n) {
     fmt(buf, n, "%p", (void *)s->ip);
 }
 
-/* The first frame outside the library: where the program made the object. */
+/* The first frame outside the library: where the program made the object.
+ * With neither names nor lines (no addr2line, a stripped program) the
+ * library's frames cannot be told apart: list them all, innermost first,
+ * for addr2line -e elsewhere. */
 static void describe_site(sym_t *const *frames, int nframes, const char *lib_dir, char *buf,
                           size_t n) {
   buf[0] = '\0';
+  bool known = false;
+  for (int i = 0; i < nframes; i++) known |= frames[i]->func[0] || frames[i]->line[0];
+  if (!known) {
+    size_t len = 0;
+    for (int i = 0; i < nframes && len + 1 < n; i++) {
+      describe_sym(frames[i], buf + len + (i > 0), n - len - (i > 0));
+      if (i > 0) buf[len] = ' ';
+      len += strlen(buf + len);
+    }
+    return;
+  }
   for (int i = 0; i < nframes; i++) {
     if (!sym_is_lib(frames[i], lib_dir)) {
       describe_sym(frames[i], buf, n);
