@@ -266,10 +266,19 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line);
  * on a later loop turn (never inside uva_spawn). The loop keeps the task
  * alive until it ends, so releasing the returned reference only means you
  * will not look at the result ("fire and forget" is safe). The task's
- * status is fn's return value. NULL on ENOMEM. */
-uva_future_t *uva_spawn(uva_task_fn fn, void *arg);
+ * status is fn's return value. NULL on ENOMEM.
+ * The macros record the file and line of the spawn for debug mode's
+ * reports; (uva_spawn)(fn, arg) calls the function without a site. */
+#define uva_spawn(fn, arg) uva_spawn_named_at(NULL, (fn), (arg), __FILE__, __LINE__)
+uva_future_t *(uva_spawn)(uva_task_fn fn, void *arg);
 /* Same, with a name (copied) for dumps; name may be NULL. */
-uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg);
+#define uva_spawn_named(name, fn, arg) \
+  uva_spawn_named_at((name), (fn), (arg), __FILE__, __LINE__)
+uva_future_t *(uva_spawn_named)(const char *name, uva_task_fn fn, void *arg);
+/* The function behind both macros: file (a string that must outlive the
+ * task, such as __FILE__; may be NULL) and line say where the spawn is. */
+uva_future_t *uva_spawn_named_at(const char *name, uva_task_fn fn, void *arg,
+                                 const char *file, int line);
 
 /* Set the value the current task's future will carry (ownership moves to
  * the task; a previous value is freed). Returns 0 or UVA_ENOTASK (the value
@@ -323,8 +332,10 @@ void uva_dump_tasks(uva_loop_t *loop, void *stream);
  * NULL on ENOMEM. */
 uva_future_t *uva_sleep(uint64_t ms);
 /* asyncio.sleep(0): let every other ready task and I/O run once. Returns 0,
- * UV_ECANCELED, or UVA_ENOTASK. */
-int uva_yield(void);
+ * UV_ECANCELED, or UVA_ENOTASK. The macro is that await, so the task's
+ * await site is the caller's line; (uva_yield)() is the same function. */
+#define uva_yield() uva_await_at(uva_sleep(0), NULL, __FILE__, __LINE__)
+int (uva_yield)(void);
 
 /* ----------------------------------------------------------- combinators */
 
@@ -443,9 +454,14 @@ uva_group_t *uva_group_new(void);
 /* Spawn fn(arg) in the group. If task_out is not NULL it receives a new
  * reference to the task. When any task of the group fails (status < 0 other
  * than UV_ECANCELED), every other task is cancelled. Returns 0, UV_ENOMEM,
- * or UVA_ECLOSED (group already failed or joined: nothing spawned). */
-int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg,
-                    uva_future_t **task_out);
+ * or UVA_ECLOSED (group already failed or joined: nothing spawned). The
+ * macro records the spawn site as uva_spawn's does. */
+#define uva_group_spawn(g, fn, arg, task_out) \
+  uva_group_spawn_at((g), (fn), (arg), (task_out), __FILE__, __LINE__)
+int (uva_group_spawn)(uva_group_t *g, uva_task_fn fn, void *arg,
+                      uva_future_t **task_out);
+int uva_group_spawn_at(uva_group_t *g, uva_task_fn fn, void *arg,
+                       uva_future_t **task_out, const char *file, int line);
 /* asyncio's TaskGroup.cancel(): end the group early without an error.
  * Every task of the group is cancelled, and so is the task that made the
  * group (the body: its await in progress returns UV_ECANCELED, so it
@@ -1152,6 +1168,116 @@ size_t uva_http_stream_buffered(const uva_http_stream_t *s);
  * its client is freed (a client freed first ends the transfer with
  * UV_ECANCELED; the stream is still closed by its owner). */
 void uva_http_stream_close(uva_http_stream_t *s);
+
+/* ------------------------------------------------------------ debug mode */
+/* asyncio's debug mode, in C terms. Turn it on for every loop of the process
+ * with UVA_DEBUG=1 in the environment (read when a loop is made: uva_run,
+ * uva_loop_new, uva_loop_attach), or for one loop with uva_loop_set_debug.
+ * It reports four kinds of mistakes:
+ *
+ *  UVA_DEBUG_BLOCKED      a task step or a done callback has run for longer
+ *                         than the threshold without giving the loop back
+ *                         (a blocking sleep(), read() or long computation in
+ *                         a task). Reported WHILE the loop is blocked, from
+ *                         a watchdog thread: the task's name, the function it
+ *                         was spawned with, where it was spawned and where it
+ *                         last awaited (or the callback's function).
+ *                         Followed by UVA_DEBUG_UNBLOCKED, on the loop's
+ *                         thread, with the whole stall, once the step ends.
+ *                         Time the loop spends waiting for I/O, and time the
+ *                         thread spends outside the loop (between two
+ *                         uva_loop_run_until calls, or in an attached loop's
+ *                         own callbacks) is never reported.
+ *  UVA_DEBUG_UNRETRIEVED  a task failed (status < 0, not UV_ECANCELED) and
+ *                         nobody read its status before it was freed
+ *                         (asyncio: "Task exception was never retrieved").
+ *                         Reading is uva_await, uva_future_status,
+ *                         uva_future_value, uva_future_take, or handing the
+ *                         task to gather, wait_for, shield or a group;
+ *                         uva_wait only borrows and does not count.
+ *  UVA_DEBUG_FORGOTTEN    at uva_loop_close, after every task has been
+ *                         cancelled and has ended: a task or future still
+ *                         referenced by the program (never awaited nor
+ *                         released), with where it was spawned or created.
+ *  UVA_DEBUG_UNCLOSED     at uva_loop_close: an HTTP client or stream, a TCP
+ *                         or Unix stream or server, an executor or a process
+ *                         still open, with where it was made (aiohttp:
+ *                         "Unclosed client session").
+ *
+ * Creation sites. Tasks: the file and line of uva_spawn (the macros). Other
+ * futures and resources: the call stack is recorded when they are made
+ * (a few return addresses, about 1 us each) and resolved only when a report
+ * needs it, with dladdr and, when the program has debug information and
+ * addr2line (binutils) is installed, to file:line. Without those, a site
+ * reads "module+0xoffset" (feed it to addr2line -e module).
+ *
+ * Cost: with debug mode off, a predictable branch at each hook (nothing
+ * measurable). On: a mutex and a coarse clock read at each task switch and
+ * done callback, the stack walk for each future made, and a watchdog thread
+ * that wakes every half threshold. */
+
+enum uva_debug_kind {
+  UVA_DEBUG_BLOCKED = 1,     /* the loop is blocked now (watchdog thread) */
+  UVA_DEBUG_UNBLOCKED = 2,   /* the blocked step ended: the whole stall */
+  UVA_DEBUG_UNRETRIEVED = 3, /* a failed task's error was never read */
+  UVA_DEBUG_FORGOTTEN = 4,   /* a future or task still referenced at close */
+  UVA_DEBUG_UNCLOSED = 5     /* a resource still open at close */
+};
+
+/* One report. Every pointer is borrowed for the duration of the callback;
+ * fields that do not apply to the kind are NULL or 0. */
+typedef struct uva_debug_report {
+  int kind;                /* enum uva_debug_kind */
+  const char *message;     /* the report as one line, as printed to stderr
+                            * (without "uvasync debug: " and the newline) */
+  const char *object;      /* "task", a future's kind ("future", "sleep",
+                            * "gather"...), a resource ("HTTP client", "TCP
+                            * stream", "TCP server", "executor"...), or
+                            * "callback" for a blocking done callback */
+  const char *task;        /* the task's name ("task-N" unless named) */
+  const char *fn;          /* the task's function or the blocking callback:
+                            * its symbol, else "module+0xoffset" */
+  const char *site;        /* where the task was spawned or the object made:
+                            * "file.c:42", else a symbol or module+0xoffset
+                            * (several, innermost first, when nothing tells
+                            * the library's frames from the program's);
+                            * NULL if unknown */
+  const char *await_site;  /* BLOCKED, UNBLOCKED: the task's last await
+                            * ("file.c:42"); NULL before its first await */
+  int status;              /* UNRETRIEVED: the error; FORGOTTEN: the status
+                            * (UVA_EPENDING if not done) */
+  uint64_t ms;             /* BLOCKED: blocked so far; UNBLOCKED: in all */
+  uint64_t threshold_ms;   /* BLOCKED, UNBLOCKED: the threshold in force */
+} uva_debug_report_t;
+
+/* Receives reports instead of stderr. UVA_DEBUG_BLOCKED arrives on the
+ * watchdog thread while the loop's thread is stuck, every other kind on the
+ * loop's thread from inside the library: the callback must not call
+ * uvasync functions (uva_err_name and uva_strerror excepted) and, on the
+ * watchdog thread, must not touch the loop or its objects at all. */
+typedef void (*uva_debug_fn)(const uva_debug_report_t *r, void *data);
+
+typedef struct uva_debug_opts {
+  int enabled;             /* 0 turns debug mode off */
+  uint64_t slow_ms;        /* blocking threshold; 0: UVA_DEBUG_SLOW_MS from
+                            * the environment, else 100 (asyncio's
+                            * slow_callback_duration) */
+  uva_debug_fn report;     /* NULL: one line per report on stderr */
+  void *data;              /* passed to report */
+  int no_sites;            /* nonzero: do not walk the stack when futures
+                            * and resources are made (it costs about 1 us
+                            * each); their reports then have no site */
+} uva_debug_opts_t;
+
+/* Turn debug mode on or off for loop, or change its options (opts is
+ * copied; NULL turns it off). Call it on the loop's thread, also from a
+ * task. Turning it on starts the watchdog thread; futures and tasks made
+ * before that are not tracked. Turning it off (or closing the loop) joins
+ * the watchdog, so no report arrives after this returns. Returns 0,
+ * UV_EINVAL (loop NULL), UV_ENOMEM or a libuv thread error. */
+int uva_loop_set_debug(uva_loop_t *loop, const uva_debug_opts_t *opts);
+/* 1 if debug mode is on for loop, else 0. */
+int uva_loop_debug(const uva_loop_t *loop);
 
 #ifdef __cplusplus
 }

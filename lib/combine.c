@@ -155,6 +155,7 @@ static void gather_complete(gather_hub_t *h, int status) {
 static void gather_child_done(uva_future_t *child, void *data) {
   slot_t *s = data;
   gather_hub_t *h = s->hub;
+  if (child->loop->debug) uva__debug_retrieved(child); /* as asyncio's gather */
   if (!hub_child_ran(&h->h, s)) return;
   /* Failed already: the child's value is freed when its last ref goes. */
   if (h->h.outer->state != UVA__PENDING) return;
@@ -384,6 +385,7 @@ typedef struct wait_for {
 
 static void wait_for_child_done(uva_future_t *child, void *data) {
   wait_for_t *w = data;
+  if (child->loop->debug) uva__debug_retrieved(child);
   w->child = NULL;
   uva__timer_stop(w->base.loop, &w->timer);
   if (w->base.state != UVA__PENDING) return;
@@ -471,6 +473,7 @@ typedef struct shield {
 
 static void shield_child_done(uva_future_t *child, void *data) {
   shield_t *s = data;
+  if (child->loop->debug) uva__debug_retrieved(child); /* as asyncio's shield */
   s->child = NULL;
   if (s->base.state != UVA__PENDING) return; /* cancelled: the value goes with f */
   int st = child->status;
@@ -853,6 +856,7 @@ static void group_abort(uva_group_t *g) {
 static void group_child_done(uva_future_t *task, void *data) {
   group_node_t *node = data;
   uva_group_t *g = node->g;
+  if (task->loop->debug) uva__debug_retrieved(task);
   uva__list_unlink(&node->link);
   uva__free(node);
   g->count--;
@@ -911,7 +915,12 @@ void uva_group_cancel(uva_group_t *g) {
     g->parent_cancelled = true;
 }
 
-int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out) {
+int (uva_group_spawn)(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out) {
+  return uva_group_spawn_at(g, fn, arg, task_out, NULL, 0);
+}
+
+int uva_group_spawn_at(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **task_out,
+                       const char *file, int line) {
   if (task_out) *task_out = NULL;
   if (g == NULL || fn == NULL) return UV_EINVAL;
   /* asyncio: no new tasks once shutting down, or once a join found none. */
@@ -921,7 +930,7 @@ int uva_group_spawn(uva_group_t *g, uva_task_fn fn, void *arg, uva_future_t **ta
   uva_loop_t *loop = g->base.loop;
   group_node_t *node = uva__malloc(sizeof *node);
   uva__cb_t *cb = node ? uva__cb_alloc(loop) : NULL;
-  uva_future_t *f = cb ? uva_spawn(fn, arg) : NULL;
+  uva_future_t *f = cb ? uva_spawn_named_at(NULL, fn, arg, file, line) : NULL;
   int rc = UV_ENOMEM;
   if (f && !uva_is_task(f)) { /* the loop is closing */
     rc = f->status;

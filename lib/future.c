@@ -51,6 +51,7 @@ uva_future_t *uva__future_alloc(uva_loop_t *loop, const uva__fops_t *ops) {
   f->state = UVA__PENDING;
   f->status = UVA_EPENDING;
   uva__list_init(&f->link);
+  if (loop->debug) uva__debug_future_new(f);
   return f;
 }
 
@@ -60,6 +61,7 @@ static void future_free(uva_future_t *f) {
     f->refs = 1u << 30;
     return;
   }
+  if (loop->debug) uva__debug_future_free(f);
   const uva__fops_t *ops = f->ops;
   if (f->value && f->free_fn) f->free_fn(f->value);
   f->value = NULL;
@@ -185,11 +187,16 @@ int uva_future_is_cancelled(const uva_future_t *f) {
 }
 int uva_future_status(const uva_future_t *f) {
   if (f == NULL) return UV_ENOMEM;
+  if (f->loop && f->loop->debug && f->state == UVA__DONE) uva__debug_retrieved(f);
   return f->state == UVA__DONE ? f->status : UVA_EPENDING;
 }
-void *uva_future_value(const uva_future_t *f) { return f ? f->value : NULL; }
+void *uva_future_value(const uva_future_t *f) {
+  if (f && f->loop && f->loop->debug && f->state == UVA__DONE) uva__debug_retrieved(f);
+  return f ? f->value : NULL;
+}
 void *uva_future_take(uva_future_t *f) {
   if (f == NULL) return NULL;
+  if (f->loop && f->loop->debug && f->state == UVA__DONE) uva__debug_retrieved(f);
   void *v = f->value;
   f->value = NULL;
   return v;

@@ -472,6 +472,7 @@ static int stream_open(http_req_t *q) {
     return UV_ENOMEM;
   }
   s->head->body_cap_ = 1;
+  if (q->base.loop->debug) uva__debug_open(q->base.loop, s, "HTTP stream", q->open);
   s->q = q;
   q->stream = s;
   q->user_err = NULL; /* borrowed until the open is done: later errors go to s */
@@ -578,6 +579,8 @@ uva_future_t *uva_http_stream_read(uva_http_stream_t *s, void *buf, size_t len) 
 
 void uva_http_stream_close(uva_http_stream_t *s) {
   if (s == NULL) return;
+  uva_loop_t *loop = uva__loop_tls; /* s->q is gone once the transfer ended */
+  if (loop && loop->debug) uva__debug_close(loop, s);
   if (s->reader) reader_done(s, UV_ECANCELED);
   http_req_t *q = s->q;
   if (q) {
@@ -1065,6 +1068,7 @@ int uva_http_client_new(uva_http_client_t **out, const uva_http_client_opts_t *o
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
   if ((rc = uv_timer_init(loop->uv, &c->timer)) != 0) goto fail;
   uv_timer_init(loop->uv, &c->reap); /* cannot fail once a timer could */
+  if (loop->debug) uva__debug_open(loop, c, "HTTP client", NULL);
   *out = c;
   return 0;
 fail:
@@ -1090,6 +1094,7 @@ static void timer_closed(uv_handle_t *h) {
 
 void uva_http_client_free(uva_http_client_t *c) {
   if (c == NULL || c->freed) return;
+  if (c->loop->debug) uva__debug_close(c->loop, c);
   /* Fail what is still running, then drop the multi handle. */
   while (!uva__list_empty(&c->active)) {
     http_req_t *q = UVA_CONTAINER_OF(c->active.next, http_req_t, link);
@@ -1406,6 +1411,7 @@ uva_future_t *uva_http_stream_open(uva_http_client_t *c, const uva_http_request_
   if (rc < 0) return uva__future_done(loop, rc);
   http_req_t *q = (http_req_t *)uva__future_alloc(loop, &http_fops);
   if (q == NULL) return NULL;
+  if (loop->debug) uva__debug_close(loop, q); /* internal: the caller holds f */
   uva_future_t *f = uva__future_alloc(loop, &open_fops);
   if (f == NULL) {
     uva_release(&q->base);

@@ -263,6 +263,7 @@ struct uva_loop {
   bool closing;
   bool in_drain;
   size_t drain_left;  /* nodes this drain may still run (direct switches too) */
+  struct uva__debug *debug; /* debug mode (lib/debug.c); NULL when off */
   uv_idle_t idle;     /* keeps poll from blocking while work is ready */
   bool idle_on;       /* idle is started (cheaper than uv_is_active) */
   uv_check_t check;   /* drains the ready queue once per loop turn */
@@ -333,6 +334,42 @@ void uva__yields_run(uva_loop_t *loop);
 int uva__ts_init(uva_loop_t *loop);
 void uva__ts_close(uva_loop_t *loop);
 void uva__tasks_close(uva_loop_t *loop);
+
+/* ---------------------------------------------------------- debug mode */
+/* lib/debug.c. Every call site tests loop->debug first, so debug mode off
+ * costs one predictable branch per hook; the functions assume it is on.
+ * `cold` makes the compiler lay the calls out of the hot paths (without it
+ * gather_child_done ran 10 more instructions per child, debug mode off). */
+#if defined(__GNUC__)
+#define UVA_COLD __attribute__((cold))
+#else
+#define UVA_COLD
+#endif
+typedef struct uva__debug uva__debug_t;
+void uva__debug_loop_init(uva_loop_t *loop);   /* UVA_DEBUG=1 in the environment */
+UVA_COLD void uva__debug_loop_close(uva_loop_t *loop); /* leak reports, then off */
+/* The loop thread starts running task t (t != NULL), callback cb (any
+ * function pointer: a done callback, a uva_call_threadsafe function), or
+ * nothing of the user's (both NULL). */
+UVA_COLD void uva__debug_step(uva_loop_t *loop, uva__task_t *t, void (*cb)(void));
+UVA_COLD void uva__debug_future_new(uva_future_t *f); /* records where f was made */
+UVA_COLD void uva__debug_task_new(uva__task_t *t);
+/* Where uva_spawn was called (file outlives the task: __FILE__). Kept in
+ * debug mode's record, not in the task: 16 more bytes would take
+ * uva__task_t from 248 to 264 bytes, past 256, and the warm spawn pass is
+ * bound by cache misses (README, Benchmarks). */
+UVA_COLD void uva__debug_task_site(uva__task_t *t, const char *file, int line);
+UVA_COLD void uva__debug_future_free(uva_future_t *f); /* futures and tasks */
+UVA_COLD void uva__debug_retrieved(const uva_future_t *f); /* a task's result was read */
+UVA_COLD void uva__debug_rename(uva__task_t *t, char *name); /* takes name */
+/* Resources (HTTP clients and streams, TCP/Unix streams and servers,
+ * executors, processes): opened with a kind ("HTTP client"), closed. The
+ * creation site is the caller's, or that of future `from` (a connect or a
+ * stream open that made the object later, from a libuv callback). Closing
+ * also stops tracking a future the program never sees (an internal one). */
+UVA_COLD void uva__debug_open(uva_loop_t *loop, const void *obj, const char *kind,
+                              const uva_future_t *from);
+UVA_COLD void uva__debug_close(uva_loop_t *loop, const void *obj);
 
 /* ---------------------------------------------------------------- net */
 /* For subprocesses: a stream around a fresh, initialised uv_pipe_t (ipc 0),

@@ -94,6 +94,7 @@ void uva__drain(uva_loop_t *loop) {
     uva_future_t *f = cb->fut;
     uva_done_fn fn = cb->fn;
     void *data = cb->data;
+    if (loop->debug) uva__debug_step(loop, NULL, (void (*)(void))fn);
     if (cb->embedded) {
       /* An embedded node's owner (a task's await) holds its own reference
        * on f: drop the queue's now, so a value nobody reads is freed as
@@ -107,6 +108,7 @@ void uva__drain(uva_loop_t *loop) {
       if (f) uva_release(f);
     }
   }
+  if (loop->debug) uva__debug_step(loop, NULL, NULL);
   loop->in_drain = false;
   if (loop->ready.head == NULL && loop->next.head == NULL && uva__list_empty(&loop->yields)) {
     loop->idle_on = false;
@@ -172,6 +174,7 @@ static int loop_init(uva_loop_t **out, uv_loop_t *uv) {
   uv_unref((uv_handle_t *)&loop->check);
   uva__loop_tls = loop;
   *out = loop;
+  uva__debug_loop_init(loop); /* UVA_DEBUG=1 */
   return 0;
 fail_uv:
   if (loop->own_uv) {
@@ -237,6 +240,7 @@ int uva_loop_run_until(uva_loop_t *loop, uva_future_t *f) {
   uva_ref(f);
   while (f->state == UVA__PENDING) turn(loop, f);
   int st = f->status;
+  if (loop->debug) uva__debug_retrieved(f);
   uva_release(f);
   return st;
 }
@@ -253,6 +257,9 @@ int uva_loop_close(uva_loop_t *loop) {
    * may start requests: wait for those too). */
   uva__ts_close(loop);
   while (!close_done(loop)) turn(loop, NULL);
+  /* Everything has run: what is still referenced or open now was left so
+   * by the program. */
+  if (loop->debug) uva__debug_loop_close(loop);
   uv_close((uv_handle_t *)&loop->idle, on_close_noop);
   uv_close((uv_handle_t *)&loop->check, on_close_noop);
   uv_close((uv_handle_t *)&loop->timer, on_close_noop);

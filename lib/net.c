@@ -424,6 +424,7 @@ uva_future_t *uva_stream_shutdown(uva_stream_t *s) {
 
 void uva_stream_close(uva_stream_t *s) {
   if (s == NULL || s->closing) return;
+  if (s->loop->debug) uva__debug_close(s->loop, s);
   s->closing = true;
   if (s->reader) {
     readop_t *r = s->reader;
@@ -467,6 +468,7 @@ static void conn_done(connop_t *o, int status, uva_stream_t *s) {
   uva_loop_t *loop = o->base.loop;
   if (o->res) uv_freeaddrinfo(o->res);
   o->res = o->cur = NULL;
+  if (s && loop->debug) uva__debug_open(loop, s, o->path ? "Unix stream" : "TCP stream", &o->base);
   uva__future_complete(&o->base, status, s, s ? stream_free_fn : NULL);
   loop->jobs--;
   uva_release(&o->base);
@@ -756,6 +758,8 @@ static int server_start(uva_server_t **out, uva_server_t *srv, int rc, int backl
   /* A listening server does not keep the loop alive by itself: a server
    * left open leaks (tests see it) instead of hanging loop close. */
   uv_unref(&srv->u.h);
+  if (srv->loop->debug)
+    uva__debug_open(srv->loop, srv, srv->path ? "Unix server" : "TCP server", NULL);
   *out = srv;
   return 0;
 }
@@ -836,6 +840,7 @@ uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections) {
   closeop_t *c = (closeop_t *)uva__future_alloc(loop, &close_fops);
   if (c == NULL) return NULL;
   c->srv = srv;
+  if (loop->debug) uva__debug_close(loop, srv);
   srv->close_fut = uva_ref(&c->base);
   srv->closing = true;
   if (srv->retry_made) {

@@ -96,6 +96,7 @@ int uva_process_spawn(uva_process_t **out, const uva_process_opts_t *opts) {
     process_close(p); /* libuv wants even a failed spawn's handle closed */
     return rc;
   }
+  if (loop->debug) uva__debug_open(loop, p, "process", NULL);
   *out = p;
   return 0;
 }
@@ -121,5 +122,6 @@ int uva_process_kill(uva_process_t *p, int signum) {
 }
 
 void uva_process_free(uva_process_t *p) {
+  if (p && p->loop->debug) uva__debug_close(p->loop, p);
   if (p) process_close(p);
 }

@@ -92,12 +92,14 @@ static void task_step(uva_future_t *unused, void *data) {
     }
     t->started = 1;
   }
+  if (loop->debug) uva__debug_step(loop, t, NULL);
   loop->current = t;
   uva__ctx_switch(&loop->sched_ctx, &t->ctx, NULL, t->stack, false);
   /* Tasks may have switched among themselves (task_suspend): the one that
    * came back is the current one, not necessarily t. */
   t = loop->current;
   loop->current = NULL;
+  if (loop->debug) uva__debug_step(loop, NULL, NULL);
   if (t->finished) {
     /* Scopes a returning task left entered must never fire into the
      * stack the next task reuses. */
@@ -142,14 +144,12 @@ uva_future_t *uva__spawn(uva_loop_t *loop, const char *name, uva_task_fn fn, voi
   t->wake.data = t;
   t->wake.fut = NULL;
   uva__ready_push(loop, &t->wake);
+  if (loop->debug) uva__debug_task_new(t);
   return &t->base;
 }
 
-uva_future_t *uva_spawn(uva_task_fn fn, void *arg) {
-  return uva_spawn_named(NULL, fn, arg);
-}
-
-uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg) {
+uva_future_t *uva_spawn_named_at(const char *name, uva_task_fn fn, void *arg,
+                                 const char *file, int line) {
   uva_loop_t *loop = uva__loop();
   if (loop == NULL) return uva__noloop();
   if (fn == NULL || loop->closing) {
@@ -157,7 +157,19 @@ uva_future_t *uva_spawn_named(const char *name, uva_task_fn fn, void *arg) {
     if (f) uva__future_complete(f, fn ? UVA_ECLOSED : UV_EINVAL, NULL, NULL);
     return f;
   }
-  return uva__spawn(loop, name, fn, arg);
+  uva_future_t *f = uva__spawn(loop, name, fn, arg);
+  if (f && loop->debug) uva__debug_task_site((uva__task_t *)f, file, line);
+  return f;
+}
+
+/* The plain functions, for callers without the macros (bindings, function
+ * pointers): no spawn site. */
+uva_future_t *(uva_spawn)(uva_task_fn fn, void *arg) {
+  return uva_spawn_named_at(NULL, fn, arg, NULL, 0);
+}
+
+uva_future_t *(uva_spawn_named)(const char *name, uva_task_fn fn, void *arg) {
+  return uva_spawn_named_at(name, fn, arg, NULL, 0);
 }
 
 int uva__task_cancel(uva__task_t *t) {
@@ -204,6 +216,7 @@ static void task_suspend(uva__task_t *t) {
       loop->ready.head = cb->next;
       if (loop->ready.head == NULL) loop->ready.tail = NULL;
       if (cb->fut) uva_release(cb->fut); /* as the drain does for embedded nodes */
+      if (loop->debug) uva__debug_step(loop, n, NULL);
       if (n == t) return;
       loop->current = n;
       uva__ctx_switch(&t->ctx, &n->ctx, t->stack, n->stack, false);
@@ -277,6 +290,7 @@ int uva_await_at(uva_future_t *f, void **out, const char *file, int line) {
       t->cancel_late = 0;
     }
   }
+  if (st < 0 && f->loop->debug) uva__debug_retrieved(f); /* only errors are reported */
   if (out && st >= 0) {
     *out = f->value;
     f->value = NULL;
@@ -314,6 +328,7 @@ int uva_task_set_name(uva_future_t *f, const char *name) {
   char *n = uva__strdup(name);
   if (n == NULL) return UV_ENOMEM;
   uva__task_t *t = (uva__task_t *)f;
+  if (f->loop->debug) return uva__debug_rename(t, n), 0; /* the watchdog reads names */
   uva__free(t->name);
   t->name = n;
   return 0;

@@ -85,6 +85,8 @@ static void run_tscall(uva_future_t *f, void *data) {
   UVA_UNUSED(f);
   uva__tscall_t *c = data;
   bool owned = c->owned;
+  uva_loop_t *loop = uva__loop_tls;
+  if (loop->debug) uva__debug_step(loop, NULL, (void (*)(void))c->fn);
   c->fn(c->arg); /* may free an owned node */
   if (!owned) uva__free(c);
 }
@@ -474,12 +476,15 @@ int uva_executor_new(uva_executor_t **out, unsigned threads) {
     uva_executor_free(ex);
     return rc;
   }
+  if (loop->debug) uva__debug_open(loop, ex, "executor", NULL);
   *out = ex;
   return 0;
 }
 
 void uva_executor_free(uva_executor_t *ex) {
   if (ex == NULL) return;
+  /* (documented to come before loop close; do not touch a closed loop) */
+  if (uva__loop_tls == ex->loop && ex->loop->debug) uva__debug_close(ex->loop, ex);
   uva__link_t queued;
   uva__list_init(&queued);
   uv_mutex_lock(&ex->mu);

@@ -179,7 +179,7 @@ void uva__yields_run(uva_loop_t *loop) {
   }
 }
 
-int uva_yield(void) { return uva_await(uva_sleep(0), NULL); }
+int (uva_yield)(void) { return uva_await(uva_sleep(0), NULL); }
 
 uint64_t uva_now(void) {
   uva_loop_t *loop = uva__loop();

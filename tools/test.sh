@@ -62,8 +62,9 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   CC=clang run asan -Db_sanitize=address,undefined -Db_lundef=false -- --no-suite samples
 run ucontext -Dcoro=ucontext -- --no-suite samples
 # ThreadSanitizer for the code that crosses threads (submissions, to_thread,
-# executors); the single-threaded suites only get slow under it.
-TSAN_OPTIONS=halt_on_error=1 CC=clang run tsan -Db_sanitize=thread -Db_lundef=false -- thread
+# executors, debug mode's watchdog); the single-threaded suites only get
+# slow under it.
+TSAN_OPTIONS=halt_on_error=1 CC=clang run tsan -Db_sanitize=thread -Db_lundef=false -- thread debug
 # The AArch64 switch, cross-built and run under qemu-user (skip with
 # UVA_SKIP_AARCH64=1 on machines without the arm64 multiarch packages).
 if [ "${UVA_SKIP_AARCH64:-0}" != 1 ]; then
