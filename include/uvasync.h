@@ -1125,8 +1125,7 @@ const char *uva_http_response_header(const uva_http_response_t *r, const char *n
  * status 0. Errors: see above; bad arguments (c NULL or of another loop,
  * rq NULL, a header with CR/LF...) give a future already failed with
  * UV_EINVAL (a client used after uva_http_client_free is undefined
- * behaviour, as any freed pointer). NULL on ENOMEM or when this thread has
- * no loop. Cancelling (uva_cancel, wait_for) removes the transfer from curl
+ * behaviour, as any freed pointer). NULL on ENOMEM. Cancelling (uva_cancel, wait_for) removes the transfer from curl
  * at once and completes the future with UV_ECANCELED. rq and everything it
  * points to may be freed as soon as this returns, except the error buffer,
  * borrowed until the future is done. A body_file that cannot be opened

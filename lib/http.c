@@ -554,7 +554,7 @@ size_t uva_http_stream_buffered(const uva_http_stream_t *s) { return s ? s->len 
 
 uva_future_t *uva_http_stream_read(uva_http_stream_t *s, void *buf, size_t len) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (s == NULL || (buf == NULL && len)) return uva__future_done(loop, UV_EINVAL);
   if (len == 0) return uva__future_done(loop, 0);
   if (s->reader) return uva__future_done(loop, UV_EBUSY);
@@ -1388,7 +1388,7 @@ static int request_check(uva_http_client_t *c, const uva_http_request_t *rq, uva
 
 uva_future_t *uva_http_request(uva_http_client_t *c, const uva_http_request_t *rq) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   int rc = request_check(c, rq, loop);
   if (rc < 0) return uva__future_done(loop, rc);
   http_req_t *q = (http_req_t *)uva__future_alloc(loop, &http_fops);
@@ -1406,7 +1406,7 @@ uva_future_t *uva_http_get(uva_http_client_t *c, const char *url) {
 
 uva_future_t *uva_http_stream_open(uva_http_client_t *c, const uva_http_request_t *rq) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   int rc = request_check(c, rq, loop);
   if (rc < 0) return uva__future_done(loop, rc);
   http_req_t *q = (http_req_t *)uva__future_alloc(loop, &http_fops);

@@ -303,7 +303,7 @@ static uva_future_t *failed(uva_loop_t *loop, int err) { return uva__future_done
 static uva_future_t *read_start(uva_stream_t *s, int kind, void *dst, size_t n,
                                 const void *delim, size_t dlen) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (s == NULL || s->loop != loop) return failed(loop, UV_EINVAL);
   if (s->closing) return failed(loop, UVA_ECLOSED);
   if (s->reader) return failed(loop, UV_EBUSY);
@@ -383,7 +383,7 @@ static uva_future_t *req_started(reqop_t *o, int rc) { return uva__future_starte
 
 uva_future_t *uva_stream_write(uva_stream_t *s, const void *buf, size_t len) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (s == NULL || s->loop != loop || (buf == NULL && len)) return failed(loop, UV_EINVAL);
   if (s->closing) return failed(loop, UVA_ECLOSED);
   if (len == 0) return uva__future_done(loop, 0);
@@ -413,7 +413,7 @@ size_t uva_stream_write_queue_size(const uva_stream_t *s) {
 
 uva_future_t *uva_stream_shutdown(uva_stream_t *s) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (s == NULL || s->loop != loop) return failed(loop, UV_EINVAL);
   if (s->closing) return failed(loop, UVA_ECLOSED);
   reqop_t *o = (reqop_t *)uva__future_alloc(loop, &req_fops);
@@ -544,7 +544,7 @@ static connop_t *conn_new(uva_loop_t *loop) {
 
 uva_future_t *uva_tcp_connect(const char *host, int port) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (host == NULL || port <= 0 || port > 65535) return failed(loop, UV_EINVAL);
   connop_t *o = conn_new(loop);
   if (o == NULL) return NULL;
@@ -572,7 +572,7 @@ uva_future_t *uva_tcp_connect(const char *host, int port) {
 
 uva_future_t *uva_unix_connect(const char *path) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (path == NULL || path[0] == '\0') return failed(loop, UV_EINVAL);
   if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
     return failed(loop, UV_ENAMETOOLONG);
@@ -835,7 +835,7 @@ size_t uva_server_connections(const uva_server_t *srv) { return srv ? srv->nconn
 
 uva_future_t *uva_server_close(uva_server_t *srv, int cancel_connections) {
   uva_loop_t *loop = uva__loop();
-  if (loop == NULL) return NULL;
+  if (loop == NULL) return uva__noloop();
   if (srv == NULL || srv->loop != loop || srv->closing) return failed(loop, UV_EINVAL);
   closeop_t *c = (closeop_t *)uva__future_alloc(loop, &close_fops);
   if (c == NULL) return NULL;

@@ -664,7 +664,8 @@ static void no_loop_calls(void *arg) {
         uva_future_done_with(3), uva_to_thread(NULL, square, NULL, NULL),
         uva_fs_open("/", 0, 0), uva_getaddrinfo("localhost", NULL, NULL),
         uva_gather(NULL, 0, 0), uva_wait_for(uva_sleep(1), 5), uva_shield(uva_sleep(1)),
-        uva_lock_acquire(NULL), uva_signal_wait(SIGUSR1)};
+        uva_lock_acquire(NULL), uva_signal_wait(SIGUSR1), uva_tcp_connect("127.0.0.1", 1),
+        uva_stream_read(NULL, NULL, 1), uva_http_get(NULL, "http://127.0.0.1:1/")};
     for (size_t k = 0; k < sizeof fs / sizeof fs[0]; k++) {
       ck_assert_ptr_nonnull(fs[k]);
       ck_assert_int_eq(uva_future_status(fs[k]), UVA_ENOLOOP);
