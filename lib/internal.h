@@ -189,6 +189,9 @@ uva__stack_t *uva__stack_get(uva__stack_pool_t *p, size_t size);
 void uva__stack_put(uva__stack_pool_t *p, uva__stack_t *s);
 void uva__stack_pool_set_cache(uva__stack_pool_t *p, size_t n);
 #define UVA__STACK_GAP (16 * 1024)
+/* Running under valgrind (which neither re-runs a faulting instruction
+ * after a handler returns nor honours every madvise). */
+bool uva__on_valgrind(void);
 struct uva__task;
 /* Report a task's stack overflow on stderr and abort. Async-signal-safe
  * (write(2) only); fault is the faulting address, or NULL. */

@@ -47,22 +47,9 @@
 #define ALT_SIZE (64 * 1024)
 #define ALT_GUARD 4096
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define UVA_VALGRIND 1
-#endif
-#endif
 
 static struct sigaction prev_segv, prev_bus;
 
-static bool on_valgrind(void) {
-#ifdef UVA_VALGRIND
-  return RUNNING_ON_VALGRIND != 0;
-#else
-  return false;
-#endif
-}
 static uv_once_t install_once = UV_ONCE_INIT;
 
 /* ------------------------------------------------ async-signal-safe text */
@@ -158,7 +145,7 @@ static void chain(int sig, siginfo_t *si, void *uc) {
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     sigaction(sig, &dfl, NULL);
-    if (si->si_code <= 0 || on_valgrind()) raise(sig); /* valgrind does not fault again */
+    if (si->si_code <= 0 || uva__on_valgrind()) raise(sig); /* valgrind does not fault again */
     return;
   }
   /* The previous handler, as the kernel would have run it. */

@@ -100,7 +100,7 @@ static bool guard_unbounded;  /* UVA_STACK_GUARD=1: mprotect past the budget */
 static bool batch_ok;         /* process_madvise(PIDFD_SELF) works */
 static atomic_size_t vma_budget, vma_used;
 
-static bool on_valgrind(void) {
+bool uva__on_valgrind(void) {
 #ifdef UVA_VALGRIND
   return RUNNING_ON_VALGRIND != 0;
 #else
@@ -151,7 +151,7 @@ static void guard_init(void) {
   if (p != MAP_FAILED) {
     /* valgrind 3.19 does not know process_madvise and warns about it. */
     struct iovec v = {p + PAGE, PAGE};
-    batch_ok = !on_valgrind() && pmadvise(&v, 1, MADV_POPULATE_WRITE) == PAGE;
+    batch_ok = !uva__on_valgrind() && pmadvise(&v, 1, MADV_POPULATE_WRITE) == PAGE;
     if (!only_mprotect) {
       v.iov_base = p;
       int rc = batch_ok && pmadvise(&v, 1, MADV_GUARD_INSTALL) == PAGE
