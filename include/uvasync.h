@@ -71,7 +71,8 @@
  * exactly one of two things happens:
  *  - The hand-off is undone, nothing is consumed, and the await returns
  *    UV_ECANCELED (asyncio's outcome): an item handed to a queue getter
- *    goes back to the front of the queue (or to the next getter); a
+ *    goes back where it would be had it never been handed out (ahead of
+ *    the items put after it; or to the next getter); a
  *    putter's item comes out of the queue again if no getter took it (and
  *    is freed as a cancelled put's item is); a lock or a semaphore permit
  *    goes on to the next waiter; a condition waiter's wake-up goes to the
