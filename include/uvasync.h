@@ -393,7 +393,8 @@ uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms);
 
 /* asyncio.shield. Consumes f. The returned future mirrors f's outcome, but
  * cancelling it does not cancel f (f runs on; its result is freed when it
- * arrives unless someone else holds f). */
+ * arrives unless someone else holds f). Once f is done, a cancel is
+ * refused (0) and the shield completes with f's outcome, as wait_for. */
 uva_future_t *uva_shield(uva_future_t *f);
 
 /* asyncio.as_completed: consumes the n futures and hands them back in the

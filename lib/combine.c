@@ -491,8 +491,17 @@ static void shield_destroy(uva_future_t *f) {
   if (c) uva_future_off_done(c, shield_child_done, s);
 }
 
-/* Cancelling the outer completes it now and leaves f alone. */
-static const uva__fops_t shield_fops = {"shield", uva__future_cancel_now, shield_destroy,
+/* Cancelling the outer completes it now and leaves f alone. Not once f is
+ * done: its callback, queued already, hands its outcome over, as wait_for
+ * does. Completing cancelled then would free f's result with f: a queue
+ * item f took, consumed and lost, behind a "cancelled". */
+static int shield_cancel(uva_future_t *f) {
+  shield_t *s = (shield_t *)f;
+  if (s->child && s->child->state != UVA__PENDING) return 0; /* outcome decided */
+  return uva__future_cancel_now(f);
+}
+
+static const uva__fops_t shield_fops = {"shield", shield_cancel, shield_destroy,
                                         sizeof(shield_t), NULL};
 
 uva_future_t *uva_shield(uva_future_t *f) {
