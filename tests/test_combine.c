@@ -1217,6 +1217,48 @@ START_TEST(test_timeout_around_gather_cancels_children) {
 }
 END_TEST
 
+/* A late cancel (it came after the awaited result, which the task then
+ * saw) lets a task that returns before its next suspending await keep its
+ * result. A timeout scope that expires at once and is left without an
+ * await, or a group cancelled and joined with no task left, each add a
+ * request of their own and take it back on exit: the late cancel must come
+ * out of that as it went in. Both made it an ordinary cancel, and the task
+ * ended cancelled (FAIL until lib/task.c is fixed). */
+static uva_future_t *late_gate;
+static int late_then_scope(void *arg) {
+  intptr_t mode = (intptr_t)arg;
+  int rc = uva_await(uva_ref(late_gate), NULL);
+  ck_assert_int_eq(rc, 0);
+  if (mode == 0) {
+    uva_timeout_t to;
+    ck_assert_int_eq(uva_timeout_enter(&to, 0), 0); /* expired: a request */
+    ck_assert_int_eq(uva_timeout_exit(&to, 0), 0);  /* taken back */
+  } else {
+    uva_group_t *g = uva_group_new();
+    uva_group_cancel(g);                      /* cancels the body: a request */
+    ck_assert_int_eq(uva_group_join(g), 0);   /* taken back; no task to wait for */
+  }
+  return 7;
+}
+static int late_cancel_through_scopes_main(void *arg) {
+  (void)arg;
+  for (intptr_t mode = 0; mode < 2; mode++) {
+    late_gate = uva_future_new();
+    uva_future_t *t = uva_spawn(late_then_scope, (void *)mode);
+    settle();
+    uva_future_resolve(late_gate, 0, NULL, NULL);
+    ck_assert_int_eq(uva_cancel(t), 1); /* after the result: late */
+    ck_assert_msg(uva_await(t, NULL) == 7, "%s: the late cancel became an ordinary one",
+                  mode ? "group_cancel + join" : "timeout(0) + exit");
+    uva_release(late_gate);
+  }
+  return 0;
+}
+START_TEST(test_late_cancel_survives_a_scope_that_withdraws_its_own_cancel) {
+  ck_assert_int_eq(run_test(late_cancel_through_scopes_main), 0);
+}
+END_TEST
+
 /* -------------------------------------------------------------- group */
 
 static int group_ok_main(void *arg) {
@@ -1693,6 +1735,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_timeout_outside_task_is_enotask);
   tcase_add_test(tc, test_timeout_around_gather_cancels_children);
   tcase_add_test(tc, test_timeout_left_entered_by_returning_task_is_stopped);
+  tcase_add_test(tc, test_late_cancel_survives_a_scope_that_withdraws_its_own_cancel);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("group");
