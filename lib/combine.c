@@ -826,10 +826,15 @@ int uva_timeout_exit(uva_timeout_t *t, int rc) {
   bool pending_before = t->state_ & TO_PENDING_AT_ENTER;
   t->state_ = TO_EXPIRED;
   if (task->cancel_requests > 0) task->cancel_requests--; /* asyncio uncancel() */
+  if (task->cancel_late > task->cancel_requests) task->cancel_late = task->cancel_requests;
   if (task->cancel_requests <= t->cancels_before_) {
     /* No other cancel since enter: ours. If the block never saw it (it
-     * finished first), withdraw it rather than hit the next await. */
-    if (!pending_before) task->cancel_pending = 0;
+     * finished first), withdraw it rather than hit the next await; one
+     * pending since before the scope stays (late, if it was). */
+    if (!pending_before) {
+      task->cancel_pending = 0;
+      task->cancel_late = 0;
+    }
     if (rc == UV_ECANCELED) rc = UV_ETIMEDOUT;
   }
   return rc;
