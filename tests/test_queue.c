@@ -322,6 +322,37 @@ TASK_TEST(test_queue_give_backs_keep_the_order_items_were_put_in) {
   return 0;
 }
 
+/* Give-backs into a full queue: it holds maxsize + 2 for a while, every
+ * item in the order it was put, and the waiting writer gets in only once
+ * the queue is below maxsize again. */
+TASK_TEST(test_queue_give_backs_over_maxsize_keep_order_and_hold_writers) {
+  reset_items();
+  g_q = qnew(UVA_QUEUE_FIFO, 2);
+  uva_future_t *r1 = uva_spawn(reader, g_q), *r2 = uva_spawn(reader, g_q);
+  settle();
+  for (int i = 1; i <= 4; i++) ck_assert_int_eq(uva_queue_put_nowait(g_q, item(i)), 0);
+  uva_cancel(r2); /* the later one first: it still resumes second */
+  uva_cancel(r1);
+  ck_assert_int_eq(uva_await(r1, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(r2, NULL), UV_ECANCELED);
+  ck_assert_uint_eq(uva_queue_size(g_q), 4);
+  uva_future_t *w = uva_spawn(putter, (void *)5); /* full: waits */
+  settle();
+  int *refused = item(9);
+  ck_assert_int_eq(uva_queue_put_nowait(g_q, refused), UVA_EFULL);
+  item_free(refused);
+  ck_assert_int_eq(get_val(g_q), 1);
+  ck_assert_int_eq(get_val(g_q), 2);
+  ck_assert(!uva_future_is_done(w)); /* 2 left: still full */
+  ck_assert_int_eq(get_val(g_q), 3);
+  ck_assert_int_eq(uva_await(w, NULL), 0);
+  ck_assert_int_eq(get_val(g_q), 4);
+  ck_assert_int_eq(get_val(g_q), 5);
+  uva_queue_free(g_q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
 /* asyncio test_get_cancel_drop_many_pending_readers: three readers, two
  * items, the first reader cancelled after being served: the two others
  * end with both items between them. */
@@ -803,6 +834,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_queue_get_cancel_drop_one_pending_reader);
   tcase_add_test(tc, test_queue_lifo_getter_gives_item_back_under_later_puts);
   tcase_add_test(tc, test_queue_give_backs_keep_the_order_items_were_put_in);
+  tcase_add_test(tc, test_queue_give_backs_over_maxsize_keep_order_and_hold_writers);
   tcase_add_test(tc, test_queue_get_cancel_drop_many_pending_readers);
   tcase_add_test(tc, test_queue_given_back_item_is_still_unfinished);
   tcase_add_test(tc, test_queue_given_back_item_after_immediate_shutdown_is_dropped);
