@@ -71,7 +71,8 @@
  * exactly one of two things happens:
  *  - The hand-off is undone, nothing is consumed, and the await returns
  *    UV_ECANCELED (asyncio's outcome): an item handed to a queue getter
- *    goes back to the front of the queue (or to the next getter); a
+ *    goes back where it would be had it never been handed out (ahead of
+ *    the items put after it; or to the next getter); a
  *    putter's item comes out of the queue again if no getter took it (and
  *    is freed as a cancelled put's item is); a lock or a semaphore permit
  *    goes on to the next waiter; a condition waiter's wake-up goes to the
@@ -392,7 +393,8 @@ uva_future_t *uva_wait_for(uva_future_t *f, int64_t timeout_ms);
 
 /* asyncio.shield. Consumes f. The returned future mirrors f's outcome, but
  * cancelling it does not cancel f (f runs on; its result is freed when it
- * arrives unless someone else holds f). */
+ * arrives unless someone else holds f). Once f is done, a cancel is
+ * refused (0) and the shield completes with f's outcome, as wait_for. */
 uva_future_t *uva_shield(uva_future_t *f);
 
 /* asyncio.as_completed: consumes the n futures and hands them back in the

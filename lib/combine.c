@@ -491,8 +491,17 @@ static void shield_destroy(uva_future_t *f) {
   if (c) uva_future_off_done(c, shield_child_done, s);
 }
 
-/* Cancelling the outer completes it now and leaves f alone. */
-static const uva__fops_t shield_fops = {"shield", uva__future_cancel_now, shield_destroy,
+/* Cancelling the outer completes it now and leaves f alone. Not once f is
+ * done: its callback, queued already, hands its outcome over, as wait_for
+ * does. Completing cancelled then would free f's result with f: a queue
+ * item f took, consumed and lost, behind a "cancelled". */
+static int shield_cancel(uva_future_t *f) {
+  shield_t *s = (shield_t *)f;
+  if (s->child && s->child->state != UVA__PENDING) return 0; /* outcome decided */
+  return uva__future_cancel_now(f);
+}
+
+static const uva__fops_t shield_fops = {"shield", shield_cancel, shield_destroy,
                                         sizeof(shield_t), NULL};
 
 uva_future_t *uva_shield(uva_future_t *f) {
@@ -817,10 +826,15 @@ int uva_timeout_exit(uva_timeout_t *t, int rc) {
   bool pending_before = t->state_ & TO_PENDING_AT_ENTER;
   t->state_ = TO_EXPIRED;
   if (task->cancel_requests > 0) task->cancel_requests--; /* asyncio uncancel() */
+  if (task->cancel_late > task->cancel_requests) task->cancel_late = task->cancel_requests;
   if (task->cancel_requests <= t->cancels_before_) {
     /* No other cancel since enter: ours. If the block never saw it (it
-     * finished first), withdraw it rather than hit the next await. */
-    if (!pending_before) task->cancel_pending = 0;
+     * finished first), withdraw it rather than hit the next await; one
+     * pending since before the scope stays (late, if it was). */
+    if (!pending_before) {
+      task->cancel_pending = 0;
+      task->cancel_late = 0;
+    }
     if (rc == UV_ECANCELED) rc = UV_ETIMEDOUT;
   }
   return rc;

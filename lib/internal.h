@@ -232,11 +232,16 @@ typedef struct uva__task {
   int await_line;
   int cancel_requests;      /* asyncio cancelling() */
   int cancel_pending;       /* a request not yet delivered */
-  uint8_t cancel_late;      /* the pending cancel came after the awaited
-                             * result was in, and the task saw that result:
-                             * delivered at the next await that suspends,
-                             * but it does not undo a task that returns
-                             * before that */
+  int cancel_late;          /* the pending cancel is late while
+                             * cancel_requests == cancel_late (> 0): the
+                             * requests came after the awaited result was
+                             * in, and the task saw that result. Delivered
+                             * at the next await that suspends, but it does
+                             * not undo a task that returns before that. A
+                             * count, not a flag: a request made later is
+                             * not late, and withdrawing it (uncancel, a
+                             * timeout scope's exit) leaves the late ones
+                             * late again. Never above cancel_requests. */
   uint8_t in_cancel;        /* uva__task_cancel is running for this task
                              * (await cycles would recurse forever) */
   uint8_t started, finished;

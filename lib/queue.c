@@ -14,7 +14,9 @@
  * A waiter served that way stays on the `handed` line until its future
  * goes. If its task is cancelled in between (before it resumed), the task
  * layer asks for the hand-off back (reclaim): the item returns to the
- * front, or the putter's item leaves the store if no getter took it yet,
+ * place it would hold had it never been handed out (every item carries
+ * the seq of its put, and the ring is kept in seq order), or the putter's
+ * item leaves the store if no getter took it yet,
  * so the cancel wins and nothing is consumed, as in asyncio, where a woken
  * waiter only takes its item when it runs. */
 #include "internal.h"
@@ -29,10 +31,6 @@ typedef struct pq_ent {
   uint64_t seq;
 } pq_ent_t;
 
-/* Seqs start high so that an item given back to the front of a PRIORITY
- * queue can take one below every other (front_seq counts down). */
-#define SEQ_START ((uint64_t)1 << 62)
-
 struct uva_queue {
   uva_loop_t *loop;
   int kind;
@@ -41,7 +39,7 @@ struct uva_queue {
   uva_free_fn item_free;
   pq_ent_t *ents; /* a ring (FIFO / LIFO) or a heap (PRIORITY) */
   size_t cap, head, len;
-  uint64_t seq, front_seq;
+  uint64_t seq;           /* the next put's; ring entries are in seq order */
   size_t unfinished; /* put but not yet task_done */
   bool shutdown, immediate;
   uva__link_t getters, putters, joiners;
@@ -105,23 +103,31 @@ static void heap_down(uva_queue_t *q, size_t i) {
   q->ents[i] = e;
 }
 
-/* Push an item; its seq identifies it while it is stored (see
- * putter_reclaim). front: where the next get takes from (an item given
- * back by a getter that was cancelled before it resumed). */
-static int store_push(uva_queue_t *q, void *item, bool front, uint64_t *seq_out) {
+/* Store an item with the seq of its put; it identifies it while it is
+ * stored (see putter_reclaim) and orders it. A new put has the highest seq
+ * and goes to the back (FIFO) or the top (LIFO). An item given back by a
+ * getter that was cancelled before it resumed has an older one: it goes
+ * where it would be had it never been handed out, under everything put
+ * after it (the front of a FIFO, the bottom of a LIFO; two give-backs in a
+ * row keep their own order). */
+static int store_push(uva_queue_t *q, void *item, uint64_t seq) {
   if (q->len == q->cap && store_grow(q) != 0) return UV_ENOMEM;
-  pq_ent_t e = {item, front ? q->front_seq-- : q->seq++};
-  if (seq_out) *seq_out = e.seq;
+  pq_ent_t e = {item, seq};
   if (q->kind == UVA_QUEUE_PRIORITY) {
     q->ents[q->len++] = e;
     heap_up(q, q->len - 1);
-  } else if (front && q->kind == UVA_QUEUE_FIFO) {
+    return 0;
+  }
+  size_t i = q->len;
+  while (i > 0 && ring_at(q, i - 1)->seq > seq) i--; /* given back: few to pass */
+  if (i == 0 && q->len > 0) { /* the usual give-back: the oldest of all */
     q->head = (q->head - 1) & (q->cap - 1);
     q->ents[q->head] = e;
-    q->len++;
-  } else { /* FIFO back, LIFO top (the front of a LIFO is its top) */
-    *ring_at(q, q->len++) = e;
+  } else {
+    for (size_t k = q->len; k > i; k--) *ring_at(q, k) = *ring_at(q, k - 1);
+    *ring_at(q, i) = e;
   }
+  q->len++;
   return 0;
 }
 
@@ -164,8 +170,10 @@ static bool store_remove(uva_queue_t *q, uint64_t seq, void **item) {
 
 /* ---------------------------------------------------------------- waiters */
 
-/* A served putter remembers its item's seq here (its timer is unused). */
+/* A served putter remembers its item's seq here, and a served getter the
+ * seq of the put that handed it its item (their timer is unused). */
 #define PUT_SEQ(f) (W(f)->timer.deadline)
+#define GET_SEQ(f) (W(f)->timer.deadline)
 
 /* A put waiter owns its item until it is served (item moved, NULL here). */
 static int putter_cancel(uva_future_t *f) {
@@ -225,10 +233,12 @@ static int enqueue(uva_queue_t *q, void *item) {
   uva_future_t *g = shift_future(&q->getters);
   if (g) {
     q->unfinished++;
+    GET_SEQ(g) = q->seq++;
     serve(q, g, 0, item);
     return 0;
   }
-  if (store_push(q, item, false, NULL) != 0) return UV_ENOMEM; /* the caller keeps item */
+  if (store_push(q, item, q->seq) != 0) return UV_ENOMEM; /* the caller keeps item */
+  q->seq++;
   q->unfinished++;
   return 0;
 }
@@ -241,9 +251,10 @@ static void admit_putter(uva_queue_t *q) {
   void *pitem = W(p)->item;
   W(p)->item = NULL;
   /* A slot was just freed, so the store has room: this cannot grow. */
-  uint64_t seq = 0;
-  int rc = store_push(q, pitem, false, &seq);
+  uint64_t seq = q->seq;
+  int rc = store_push(q, pitem, seq);
   if (rc == 0) {
+    q->seq++;
     q->unfinished++;
     PUT_SEQ(p) = seq;
     serve(q, p, 0, NULL);
@@ -261,10 +272,10 @@ static void *take(uva_queue_t *q) {
 }
 
 /* A getter served an item was cancelled before its task resumed: the item
- * goes back where the next get takes from (to the next getter in line, or
- * the front of the store), as if it had never been handed out: asyncio's
- * cancelled getter takes nothing. The store may hold maxsize + 1 items
- * for a moment then. */
+ * goes back as if it had never been handed out (to the next getter in
+ * line, or into the store in the order of its put): asyncio's cancelled
+ * getter takes nothing. The store may hold maxsize + 1 items for a moment
+ * then. */
 static int getter_reclaim(uva_future_t *f) {
   uva_queue_t *q = W(f)->owner;
   void *item = f->value;
@@ -274,10 +285,12 @@ static int getter_reclaim(uva_future_t *f) {
     if (q->unfinished && --q->unfinished == 0) joiners_wake(q);
   } else {
     uva_future_t *g = shift_future(&q->getters);
-    if (g)
+    if (g) {
+      GET_SEQ(g) = GET_SEQ(f);
       serve(q, g, 0, item);
-    else if (store_push(q, item, true, NULL) != 0)
+    } else if (store_push(q, item, GET_SEQ(f)) != 0) {
       return 0; /* no memory to give it back: the get stands */
+    }
   }
   f->value = NULL;
   f->free_fn = NULL;
@@ -316,8 +329,6 @@ uva_queue_t *uva_queue_new(const uva_queue_opts_t *opts) {
   q->maxsize = o.maxsize;
   q->cmp = o.cmp;
   q->item_free = o.item_free;
-  q->seq = SEQ_START;
-  q->front_seq = SEQ_START - 1;
   uva__list_init(&q->getters);
   uva__list_init(&q->putters);
   uva__list_init(&q->joiners);

@@ -48,7 +48,8 @@ static void task_finish(uva__task_t *t, int rc) {
    * except one that came only after the task had the result of what it
    * awaited (cancel_late): it then acted on work that happened, and
    * reporting "cancelled" would tell its caller it did not. */
-  if (t->cancel_pending && !t->cancel_late && rc >= 0) rc = UV_ECANCELED;
+  bool late = t->cancel_late > 0 && t->cancel_requests == t->cancel_late;
+  if (t->cancel_pending && !late && rc >= 0) rc = UV_ECANCELED;
   if (rc >= 0) {
     value = t->ret_value;
     free_fn = t->ret_free;
@@ -179,8 +180,7 @@ int uva__task_cancel(uva__task_t *t) {
    * coming back is the one being made. */
   if (t->in_cancel) return 1;
   t->cancel_requests++;
-  t->cancel_pending = 1;
-  t->cancel_late = 0; /* a new request: not late */
+  t->cancel_pending = 1; /* one more request than cancel_late: not late */
   if (t->awaiting) {
     t->in_cancel = 1;
     uva_cancel(t->awaiting);
@@ -234,7 +234,10 @@ static __attribute__((noinline)) int await_cancel_pending(uva__task_t *t, uva_fu
     /* A cancel that arrived while the task was not awaiting is delivered
      * at the first await that would suspend, as asyncio delivers it at the
      * next suspension: a future that is already done (a free lock, a
-     * non-empty queue) still hands over its result, so nothing is lost. */
+     * non-empty queue) still hands over its result, so nothing is lost.
+     * A late cancel is delivered here too: from now on it is an ordinary
+     * one (unless what f returns cannot be given back either). */
+    t->cancel_late = 0;
     uva_cancel(f);
     return 0;
   }
@@ -248,7 +251,7 @@ static __attribute__((noinline)) int await_cancel_pending(uva__task_t *t, uva_fu
     if (f->ops->reclaim && f->ops->reclaim(f))
       st = UV_ECANCELED;
     else
-      t->cancel_late = 1;
+      t->cancel_late = t->cancel_requests;
   }
   if (st == UV_ECANCELED) { /* delivered */
     t->cancel_pending = 0;
@@ -359,11 +362,10 @@ int uva_task_uncancel(uva_future_t *task) {
   if (!uva_is_task(task)) return UV_EINVAL;
   uva__task_t *t = (uva__task_t *)task;
   if (t->cancel_requests > 0) t->cancel_requests--;
+  /* The one withdrawn is the latest: late ones left stay late. */
+  if (t->cancel_late > t->cancel_requests) t->cancel_late = t->cancel_requests;
   /* asyncio 3.13: at zero, a request not delivered yet is withdrawn. */
-  if (t->cancel_requests == 0) {
-    t->cancel_pending = 0;
-    t->cancel_late = 0;
-  }
+  if (t->cancel_requests == 0) t->cancel_pending = 0;
   return t->cancel_requests;
 }
 

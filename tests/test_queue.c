@@ -274,8 +274,10 @@ TASK_TEST(test_queue_get_cancel_drop_one_pending_reader) {
   return 0;
 }
 
-/* LIFO: the given-back item goes on top, where it was taken from. */
-TASK_TEST(test_queue_lifo_getter_gives_item_back_on_top) {
+/* LIFO: the given-back item goes under the items put after it, as if it
+ * had never been handed out (asyncio's LifoQueue still holds 1 under 2 when
+ * the woken reader is cancelled, and the next get pops 2). */
+TASK_TEST(test_queue_lifo_getter_gives_item_back_under_later_puts) {
   reset_items();
   uva_queue_t *q = qnew(UVA_QUEUE_LIFO, 0);
   uva_future_t *r = uva_spawn(reader, q);
@@ -284,9 +286,69 @@ TASK_TEST(test_queue_lifo_getter_gives_item_back_on_top) {
   ck_assert_int_eq(uva_queue_put_nowait(q, item(2)), 0);
   uva_cancel(r);
   ck_assert_int_eq(uva_await(r, NULL), UV_ECANCELED);
-  ck_assert_int_eq(get_val(q), 1);
   ck_assert_int_eq(get_val(q), 2);
+  ck_assert_int_eq(get_val(q), 1);
   uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+  return 0;
+}
+
+/* Two readers served 1 and 2, a third item stored, both readers cancelled
+ * before they resume: the queue holds 1, 2, 3 in the order they were put,
+ * as in asyncio, where neither reader took anything. Each give-back went
+ * to the front, so the second (2) landed ahead of the first (1). */
+static void two_give_backs(int kind, const int want[3]) {
+  reset_items();
+  uva_queue_opts_t o = {kind, 0, cmp_thousands, item_free}; /* all ties */
+  uva_queue_t *q = uva_queue_new(&o);
+  uva_future_t *r1 = uva_spawn(reader, q), *r2 = uva_spawn(reader, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(1)), 0); /* to r1 */
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(2)), 0); /* to r2 */
+  ck_assert_int_eq(uva_queue_put_nowait(q, item(3)), 0);
+  uva_cancel(r1);
+  uva_cancel(r2);
+  ck_assert_int_eq(uva_await(r1, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(r2, NULL), UV_ECANCELED);
+  ck_assert_uint_eq(uva_queue_size(q), 3);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(get_val(q), want[i]);
+  uva_queue_free(q);
+  ck_assert_int_eq(items_live, 0);
+}
+TASK_TEST(test_queue_give_backs_keep_the_order_items_were_put_in) {
+  two_give_backs(UVA_QUEUE_FIFO, (const int[]){1, 2, 3});
+  two_give_backs(UVA_QUEUE_PRIORITY, (const int[]){1, 2, 3});
+  two_give_backs(UVA_QUEUE_LIFO, (const int[]){3, 2, 1});
+  return 0;
+}
+
+/* Give-backs into a full queue: it holds maxsize + 2 for a while, every
+ * item in the order it was put, and the waiting writer gets in only once
+ * the queue is below maxsize again. */
+TASK_TEST(test_queue_give_backs_over_maxsize_keep_order_and_hold_writers) {
+  reset_items();
+  g_q = qnew(UVA_QUEUE_FIFO, 2);
+  uva_future_t *r1 = uva_spawn(reader, g_q), *r2 = uva_spawn(reader, g_q);
+  settle();
+  for (int i = 1; i <= 4; i++) ck_assert_int_eq(uva_queue_put_nowait(g_q, item(i)), 0);
+  uva_cancel(r2); /* the later one first: it still resumes second */
+  uva_cancel(r1);
+  ck_assert_int_eq(uva_await(r1, NULL), UV_ECANCELED);
+  ck_assert_int_eq(uva_await(r2, NULL), UV_ECANCELED);
+  ck_assert_uint_eq(uva_queue_size(g_q), 4);
+  uva_future_t *w = uva_spawn(putter, (void *)5); /* full: waits */
+  settle();
+  int *refused = item(9);
+  ck_assert_int_eq(uva_queue_put_nowait(g_q, refused), UVA_EFULL);
+  item_free(refused);
+  ck_assert_int_eq(get_val(g_q), 1);
+  ck_assert_int_eq(get_val(g_q), 2);
+  ck_assert(!uva_future_is_done(w)); /* 2 left: still full */
+  ck_assert_int_eq(get_val(g_q), 3);
+  ck_assert_int_eq(uva_await(w, NULL), 0);
+  ck_assert_int_eq(get_val(g_q), 4);
+  ck_assert_int_eq(get_val(g_q), 5);
+  uva_queue_free(g_q);
   ck_assert_int_eq(items_live, 0);
   return 0;
 }
@@ -770,7 +832,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_queue_nowait_errors_leave_item_with_caller);
   tcase_add_test(tc, test_queue_cancelled_getter_does_not_swallow_item);
   tcase_add_test(tc, test_queue_get_cancel_drop_one_pending_reader);
-  tcase_add_test(tc, test_queue_lifo_getter_gives_item_back_on_top);
+  tcase_add_test(tc, test_queue_lifo_getter_gives_item_back_under_later_puts);
+  tcase_add_test(tc, test_queue_give_backs_keep_the_order_items_were_put_in);
+  tcase_add_test(tc, test_queue_give_backs_over_maxsize_keep_order_and_hold_writers);
   tcase_add_test(tc, test_queue_get_cancel_drop_many_pending_readers);
   tcase_add_test(tc, test_queue_given_back_item_is_still_unfinished);
   tcase_add_test(tc, test_queue_given_back_item_after_immediate_shutdown_is_dropped);

@@ -219,6 +219,76 @@ START_TEST(test_late_cancel_does_not_undo_a_returned_result) {
 }
 END_TEST
 
+/* A late cancel stays late through a request the task makes and takes
+ * back before it returns (what a timeout scope or a group does on exit): the
+ * task still returns before any await that suspends, so its result stands.
+ * The withdrawn request used to clear the lateness for good, and the task
+ * ended cancelled. */
+static int late_then_withdrawn_request(void *arg) {
+  (void)arg;
+  int rc = uva_await(uva_ref(shared_fut), NULL); /* the cancel comes late */
+  uva_future_t *me = uva_current_task();
+  ck_assert_int_eq(uva_cancel(me), 1);
+  ck_assert_int_eq(uva_task_uncancel(me), 1); /* the late one is left */
+  return rc;
+}
+static int late_cancel_survives_withdrawn_request(void *arg) {
+  (void)arg;
+  shared_fut = uva_future_new();
+  uva_future_t *t = uva_spawn(late_then_withdrawn_request, NULL);
+  uva_yield();
+  uva_future_resolve(shared_fut, 77, NULL, NULL);
+  ck_assert_int_eq(uva_cancel(t), 1);
+  ck_assert_int_eq(uva_await(t, NULL), 77);
+  uva_release(shared_fut);
+  return 0;
+}
+START_TEST(test_late_cancel_survives_a_request_withdrawn_before_return) {
+  ck_assert_int_eq(RUN_MAIN(late_cancel_survives_withdrawn_request, NULL), 0);
+}
+END_TEST
+
+/* Once the task has gone on to an await that suspends, a late cancel is an
+ * ordinary one: that await was where it was delivered. Here that await is
+ * a task that turns the cancel into an error of its own (as a fresh cancel
+ * would find it), and the outer task then returns a result: it ends
+ * cancelled, as it does when the cancel is fresh. It used to keep its
+ * result, though it returned after its next suspending await. */
+static uva_future_t *eio_gate;
+static int cancel_becomes_eio(void *arg) {
+  (void)arg;
+  int rc = uva_await(uva_ref(eio_gate), NULL);
+  return rc == UV_ECANCELED ? UV_EIO : rc;
+}
+static int late_then_awaits_task(void *arg) {
+  uva_future_t *b = arg;
+  if (shared_fut) ck_assert_int_eq(uva_await(uva_ref(shared_fut), NULL), 77); /* late */
+  ck_assert_int_eq(uva_await(b, NULL), UV_EIO); /* suspends: the cancel goes to b */
+  return 7;
+}
+static int late_cancel_after_suspending_await(void *arg) {
+  (void)arg;
+  for (int late = 0; late < 2; late++) {
+    eio_gate = uva_future_new();
+    shared_fut = late ? uva_future_new() : NULL;
+    uva_future_t *b = uva_spawn(cancel_becomes_eio, NULL);
+    uva_future_t *t = uva_spawn(late_then_awaits_task, b);
+    settle(); /* b awaits eio_gate; t awaits shared_fut, or b */
+    if (late) uva_future_resolve(shared_fut, 77, NULL, NULL);
+    ck_assert_int_eq(uva_cancel(t), 1);
+    ck_assert_msg(uva_await(t, NULL) == UV_ECANCELED, "%s cancel: the task kept its result",
+                  late ? "late" : "fresh");
+    uva_release(shared_fut);
+    uva_release(eio_gate);
+  }
+  shared_fut = NULL;
+  return 0;
+}
+START_TEST(test_late_cancel_is_ordinary_after_a_suspending_await) {
+  ck_assert_int_eq(RUN_MAIN(late_cancel_after_suspending_await, NULL), 0);
+}
+END_TEST
+
 /* asyncio raises at once for a task awaiting itself; uvasync returns
  * UVA_EDEADLK instead of hanging (and a cancel afterwards does not recurse
  * through the task's own await). */
@@ -447,6 +517,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_task_returning_with_undelivered_cancel_ends_cancelled);
   tcase_add_test(tc, test_result_before_cancel_is_not_lost);
   tcase_add_test(tc, test_late_cancel_does_not_undo_a_returned_result);
+  tcase_add_test(tc, test_late_cancel_survives_a_request_withdrawn_before_return);
+  tcase_add_test(tc, test_late_cancel_is_ordinary_after_a_suspending_await);
   tcase_add_test(tc, test_task_awaiting_itself_is_edeadlk);
   tcase_add_test(tc, test_cancel_through_an_await_cycle_returns);
   tcase_add_test(tc, test_task_cancelling_and_uncancel);
