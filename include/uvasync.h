@@ -362,9 +362,13 @@ void uva_results_free(uva_results_t *r);
  * uva_results_free). Without UVA_RETURN_EXCEPTIONS, the first child error
  * fails the gather at once with that code (the other children keep running,
  * as in asyncio); with it, the gather always succeeds with status 0 and each
- * outcome carries its own status. Cancelling the gather cancels every child;
- * it then completes cancelled. n == 0 gives an empty list at once. NULL in
- * fs counts as a child failed with UV_ENOMEM. */
+ * outcome carries its own status. Cancelling the gather cancels every child
+ * (a child whose hand-off the gather has not collected yet gives it back)
+ * and, once all have ended, completes cancelled; but if children had
+ * already produced values (items, responses: work that happened), those
+ * results win, as with wait_for: the gather then succeeds, and the children
+ * it cancelled read UV_ECANCELED in their outcomes. n == 0 gives an empty
+ * list at once. NULL in fs counts as a child failed with UV_ENOMEM. */
 uva_future_t *uva_gather(uva_future_t *const *fs, size_t n, int flags);
 
 enum uva_return_when {
@@ -385,7 +389,9 @@ uva_future_t *uva_wait(uva_future_t *const *fs, size_t n, int return_when,
  * timeout_ms, cancels f, waits until f has really ended and then completes
  * with UV_ETIMEDOUT; if f produced a result while being cancelled, that
  * result wins and is not lost. Cancelling the wait_for cancels f and ends
- * with UV_ECANCELED (never turned into a timeout). timeout_ms 0: f is
+ * with UV_ECANCELED (never turned into a timeout); f done with a hand-off
+ * wait_for has not seen yet gives it back then (see CANCELLATION LOSES
+ * NOTHING). timeout_ms 0: f is
  * cancelled at once unless it is done already (a task that has not started
  * never runs), as in asyncio. timeout_ms < 0: no timeout (asyncio's None;
  * asyncio times out at once for a negative timeout, C has no None). */

@@ -144,6 +144,16 @@ struct gather {
 static void gather_complete(gather_hub_t *h, int status) {
   uva_results_t *res = h->res;
   h->res = NULL;
+  /* Cancelled after some children had produced values: those operations
+   * happened (an item taken from a queue, a response read), and dropping
+   * them would lose data. Their results win, as wait_for's do: the gather
+   * succeeds, and the children it cancelled read UV_ECANCELED. */
+  if (status == UV_ECANCELED && h->cancel_requested)
+    for (size_t i = 0; i < res->n; i++)
+      if (res->item[i].value) {
+        status = 0;
+        break;
+      }
   if (status >= 0) {
     uva__future_complete(h->h.outer, status, res, results_free_fn);
   } else {
@@ -174,8 +184,13 @@ static void gather_child_done(uva_future_t *child, void *data) {
 static int gather_cancel(uva_future_t *f) {
   gather_hub_t *h = ((gather_t *)f)->hub;
   int any = 0;
-  for (size_t i = 0; i < h->h.n; i++)
-    if (h->slot[i].child && uva_cancel(h->slot[i].child)) any = 1;
+  /* A child done already whose callback has not run yet is an item (a
+   * lock, a permit) we hold but have not collected: give it back, as an
+   * asyncio child task cancelled before it resumed would never take it. */
+  for (size_t i = 0; i < h->h.n; i++) {
+    uva_future_t *c = h->slot[i].child;
+    if (c && (uva_cancel(c) || uva__reclaim(c))) any = 1;
+  }
   /* Like asyncio: if no child took the request, the results stand. */
   if (any) h->cancel_requested = true;
   return any;
@@ -409,7 +424,9 @@ static void wait_for_fire(uva__timer_t *t) {
 
 static int wait_for_cancel(uva_future_t *f) {
   wait_for_t *w = (wait_for_t *)f;
-  if (w->child == NULL || !uva_cancel(w->child)) return 0; /* outcome decided */
+  /* A child done already but not seen by us yet gives a hand-off back. */
+  if (w->child == NULL || !(uva_cancel(w->child) || uva__reclaim(w->child)))
+    return 0; /* outcome decided */
   w->cancelled = true;
   uva__timer_stop(f->loop, &w->timer);
   return 1;

@@ -138,6 +138,13 @@ uva_future_t *uva__future_started(uva_future_t *f, int rc) {
   return f;
 }
 
+int uva__reclaim(uva_future_t *f) {
+  if (f->state != UVA__DONE || f->status < 0 || f->ops->reclaim == NULL || !f->ops->reclaim(f))
+    return 0;
+  f->status = UV_ECANCELED;
+  return 1;
+}
+
 int uva__waiter_cancel(uva_future_t *f) {
   uva__list_unlink(&f->link);
   return uva__future_cancel_now(f);

@@ -155,6 +155,12 @@ uva_future_t *uva__future_started(uva_future_t *f, int rc);
 /* fops for futures standing in a line by their link: leaving the line is
  * all a cancel or a drop needs. */
 int uva__waiter_cancel(uva_future_t *f);
+/* f is done with a result that whoever waits on it has not seen yet (a
+ * task not resumed, a combinator whose callback has not run): if its kind
+ * can give the hand-off back (fops.reclaim), do it, so f reads as
+ * cancelled (status UV_ECANCELED, no value) and nothing was consumed.
+ * Returns 1 if given back. */
+int uva__reclaim(uva_future_t *f);
 void uva__waiter_destroy(uva_future_t *f);
 /* Default cancel: complete with UV_ECANCELED now. */
 int uva__future_cancel_now(uva_future_t *f);

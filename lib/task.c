@@ -248,7 +248,7 @@ static __attribute__((noinline)) int await_cancel_pending(uva__task_t *t, uva_fu
      * item, a lock, a permit) is given back and the cancel wins, as in
      * asyncio; anything else happened, so the task gets its result and
      * the cancel follows at the next await that suspends. */
-    if (f->ops->reclaim && f->ops->reclaim(f))
+    if (uva__reclaim(f))
       st = UV_ECANCELED;
     else
       t->cancel_late = t->cancel_requests;

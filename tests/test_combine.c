@@ -410,15 +410,11 @@ static int gather_two_gets_task(void *arg) {
   return rc;
 }
 
-/* FAILS (not fixed): a gather of two gets, the first served, is cancelled
- * (through its task) before the gather's callback on that get ran. The
- * second get takes the cancel, so the gather ends cancelled, and the first
- * get's item, out of its queue already, is freed with the results: the
- * caller sees "cancelled" for a get that happened and the item is lost. A
- * lock in place of the first get stays locked with nobody holding it. The
- * same happens when the first get's callback ran on an earlier turn (the
- * value is then in the results); asyncio loses it too, but "cancellation
- * loses nothing" promises otherwise. */
+/* A gather of two gets, the first served, is cancelled (through its task)
+ * before the gather's callback on that get ran: the first get gives its
+ * item back (it is not collected yet), the second takes the cancel, and
+ * the gather ends cancelled with nothing consumed. (It froze the item
+ * with the results before.) */
 static int gather_served_then_cancelled_main(void *arg) {
   (void)arg;
   uva_queue_t *q[2] = {counted_queue(), counted_queue()};
@@ -432,6 +428,41 @@ static int gather_served_then_cancelled_main(void *arg) {
   uva_queue_free(q[1]);
   return 0;
 }
+
+/* The first get's item was collected on an earlier turn: it cannot be
+ * given back, so the gather's results win over the cancel (the gather
+ * succeeds; the get it cancelled reads UV_ECANCELED) and the item reaches
+ * the caller instead of being freed. */
+static int gather_two_gets_keeps(void *arg) {
+  uva_queue_t **q = arg;
+  uva_future_t *fs[2] = {uva_queue_get(q[0]), uva_queue_get(q[1])};
+  void *v = NULL;
+  int rc = uva_await(uva_gather(fs, 2, 0), &v);
+  ck_assert_int_eq(rc, 0);
+  uva_results_t *res = v;
+  ck_assert_int_eq(res->item[0].status, 0);
+  ck_assert_ptr_nonnull(res->item[0].value);
+  ck_assert_int_eq(res->item[1].status, UV_ECANCELED);
+  uva_results_free(res);
+  return 7;
+}
+static int gather_collected_then_cancelled_main(void *arg) {
+  (void)arg;
+  uva_queue_t *q[2] = {counted_queue(), counted_queue()};
+  uva_future_t *t = uva_spawn(gather_two_gets_keeps, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q[0], new_value(5)), 0);
+  settle(); /* the gather has collected it */
+  ck_assert_int_eq(uva_cancel(t), 1);
+  ck_assert_int_eq(uva_await(t, NULL), 7);
+  uva_queue_free(q[0]);
+  uva_queue_free(q[1]);
+  return 0;
+}
+START_TEST(test_gather_cancelled_after_collecting_a_value_keeps_it) {
+  ck_assert_int_eq(run_test(gather_collected_then_cancelled_main), 0);
+}
+END_TEST
 
 START_TEST(test_gather_cancelled_after_a_child_got_an_item_loses_nothing) {
   ck_assert_int_eq(run_test(gather_served_then_cancelled_main), 0);
@@ -807,6 +838,34 @@ static int shield_served_then_cancelled_main(void *arg) {
   uva_queue_free(q);
   return 0;
 }
+
+/* The same race through wait_for, which does pass the cancel on: its
+ * get was served but wait_for has not seen it yet, so the get gives its
+ * item back and the wait_for ends cancelled, nothing consumed. */
+static int wait_for_get_task(void *arg) {
+  void *v = NULL;
+  int rc = uva_await(uva_wait_for(uva_queue_get(arg), FOREVER_MS), &v);
+  if (rc < 0) return rc;
+  rc = value_of(v);
+  value_free(v);
+  return rc;
+}
+static int wait_for_served_then_cancelled_main(void *arg) {
+  (void)arg;
+  uva_queue_t *q = counted_queue();
+  uva_future_t *t = uva_spawn(wait_for_get_task, q);
+  settle();
+  ck_assert_int_eq(uva_queue_put_nowait(q, new_value(5)), 0);
+  ck_assert_int_eq(uva_cancel(t), 1);
+  ck_assert_int_eq(uva_await(t, NULL), UV_ECANCELED);
+  ck_assert_uint_eq(uva_queue_size(q), 1); /* given back */
+  uva_queue_free(q);
+  return 0;
+}
+START_TEST(test_wait_for_cancelled_after_inner_hand_off_gives_it_back) {
+  ck_assert_int_eq(run_test(wait_for_served_then_cancelled_main), 0);
+}
+END_TEST
 
 START_TEST(test_shield_cancelled_after_inner_result_loses_nothing) {
   ck_assert_int_eq(run_test(shield_served_then_cancelled_main), 0);
@@ -1482,7 +1541,16 @@ static int nested_main(void *arg) {
   uva_future_t *g = uva_ref(uva_gather(fs, 3, UVA_RETURN_EXCEPTIONS));
   WAIT_UNTIL(quick.ended && slow.started && shielded.started);
   ck_assert_int_eq(uva_cancel(g), 1);
-  ck_assert_int_eq(uva_await(g, NULL), UV_ECANCELED);
+  /* quick's value was in already: its result wins over the cancel (it
+   * would be lost otherwise), the others read cancelled */
+  void *v = NULL;
+  ck_assert_int_eq(uva_await(g, &v), 0);
+  uva_results_t *res = v;
+  ck_assert_int_eq(res->item[0].status, UV_ECANCELED);
+  ck_assert_int_eq(res->item[1].status, UV_ECANCELED);
+  ck_assert_int_eq(res->item[2].status, 2);
+  ck_assert_ptr_nonnull(res->item[2].value);
+  uva_results_free(res);
   uva_release(g);
   ck_assert(slow.saw_cancel && slow.ended);
   ck_assert(!shielded.saw_cancel);
@@ -1687,6 +1755,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_gather_bad_arguments_consume_and_fail_einval);
   tcase_add_test(tc, test_gather_cancel_after_children_done_is_refused);
   tcase_add_test(tc, test_gather_cancelled_after_a_child_got_an_item_loses_nothing);
+  tcase_add_test(tc, test_gather_cancelled_after_collecting_a_value_keeps_it);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("wait");
@@ -1712,6 +1781,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_shield_mirrors_result);
   tcase_add_test(tc, test_shield_cancel_leaves_inner_running);
   tcase_add_test(tc, test_shield_cancelled_after_inner_result_loses_nothing);
+  tcase_add_test(tc, test_wait_for_cancelled_after_inner_hand_off_gives_it_back);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("as_completed");
