@@ -673,6 +673,9 @@ static void no_loop_calls(void *arg) {
       uva_release(fs[k]);
       ck_assert_int_eq(uva_cancel(fs[k]), 0);
       ck_assert_int_eq(uva_future_on_done(fs[k], NULL, NULL), UV_EINVAL);
+      ck_assert_ptr_null(uva_future_value(fs[k]));
+      ck_assert_ptr_null(uva_future_take(fs[k]));
+      ck_assert_int_eq(uva_future_off_done(fs[k], NULL, NULL), 0);
     }
     ck_assert_int_eq(uva_await(fs[0], NULL), UVA_ENOLOOP);
     for (size_t k = 1; k < sizeof fs / sizeof fs[0]; k++) uva_release(fs[k]);
