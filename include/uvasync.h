@@ -245,7 +245,9 @@ void uva_release(uva_future_t *f);
 
 /* Call fn(f, data) when f is done: from the ready queue on a later loop
  * turn, never inline (also when f is done already). The registration holds a
- * reference on f until fn has run. Returns 0 or UV_ENOMEM. */
+ * reference on f until fn has run. The no-loop future (rule 4) runs fn on
+ * this thread's loop. Returns 0, UV_EINVAL (fn NULL), UV_ENOMEM, or
+ * UVA_ENOLOOP (neither f nor this thread has a loop). */
 int uva_future_on_done(uva_future_t *f, uva_done_fn fn, void *data);
 /* Remove registrations of (fn, data) that have not run yet. Returns how many
  * were removed. */
