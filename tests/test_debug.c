@@ -505,6 +505,32 @@ START_TEST(test_run_until_retrieves) {
 }
 END_TEST
 
+/* A server's connection task belongs to the library, and the header says
+ * conn_fn's status is ignored: a handler that passes on its stream's error
+ * (a peer that reset, a read that failed) is not an error nobody read, and
+ * the program has no way to await or read that task anyway. */
+static int conn_fails(uva_stream_t *s, void *arg) {
+  (void)s;
+  ++*(int *)arg;
+  return UV_ECONNRESET;
+}
+
+TASK_TEST(test_server_handler_status_not_reported) {
+  debug_on(10000);
+  int handled = 0;
+  uva_server_t *srv;
+  ck_assert_int_eq(uva_tcp_listen(&srv, "127.0.0.1", 0, 0, conn_fails, &handled), 0);
+  void *v;
+  ck_assert_int_eq(uva_await(uva_tcp_connect("127.0.0.1", uva_server_port(srv)), &v), 0);
+  WAIT_UNTIL(handled == 1 && uva_server_connections(srv) == 0);
+  uva_stream_close(v);
+  ck_assert_int_eq(uva_await(uva_server_close(srv, 0), NULL), 0);
+  settle();
+  expect_no_reports();
+  uva_loop_set_debug(uva_loop_current(), NULL);
+  return 0;
+}
+
 /* --------------------------------------------------- forgotten awaits */
 
 static uva_future_t *kept[4]; /* reachable: the leak is on purpose */
@@ -807,6 +833,7 @@ static Suite *debug_suite(void) {
   tcase_add_test(tc, test_unretrieved_error);
   tcase_add_test(tc, test_retrieved_not_reported);
   tcase_add_test(tc, test_run_until_retrieves);
+  tcase_add_test(tc, test_server_handler_status_not_reported);
   tcase_add_test(tc, test_forgotten);
   tcase_add_test(tc, test_no_sites);
   tcase_add_test(tc, test_unclosed);
