@@ -39,7 +39,8 @@
  *    Called on a thread with no loop, a future constructor gives a future
  *    failed with UVA_ENOLOOP: one static future that belongs to no loop
  *    and can be awaited, read and released on any thread (uva_await
- *    returns UVA_ENOLOOP). Object constructors (uva_lock_new...) return
+ *    returns UVA_ENOLOOP), and handed to a combinator or uva_future_on_done
+ *    on a thread that has a loop (a child that failed). Object constructors (uva_lock_new...) return
  *    NULL there, as for no memory.
  *
  * 5. Library objects (loops, locks, queues, ...) are created by *_new and
