@@ -39,7 +39,8 @@
  *    Called on a thread with no loop, a future constructor gives a future
  *    failed with UVA_ENOLOOP: one static future that belongs to no loop
  *    and can be awaited, read and released on any thread (uva_await
- *    returns UVA_ENOLOOP). Object constructors (uva_lock_new...) return
+ *    returns UVA_ENOLOOP), and handed to a combinator or uva_future_on_done
+ *    on a thread that has a loop (a child that failed). Object constructors (uva_lock_new...) return
  *    NULL there, as for no memory.
  *
  * 5. Library objects (loops, locks, queues, ...) are created by *_new and
@@ -246,7 +247,9 @@ void uva_release(uva_future_t *f);
 
 /* Call fn(f, data) when f is done: from the ready queue on a later loop
  * turn, never inline (also when f is done already). The registration holds a
- * reference on f until fn has run. Returns 0 or UV_ENOMEM. */
+ * reference on f until fn has run. The no-loop future (rule 4) runs fn on
+ * this thread's loop. Returns 0, UV_EINVAL (fn NULL), UV_ENOMEM, or
+ * UVA_ENOLOOP (neither f nor this thread has a loop). */
 int uva_future_on_done(uva_future_t *f, uva_done_fn fn, void *data);
 /* Remove registrations of (fn, data) that have not run yet. Returns how many
  * were removed. */

@@ -165,7 +165,7 @@ static void gather_complete(gather_hub_t *h, int status) {
 static void gather_child_done(uva_future_t *child, void *data) {
   slot_t *s = data;
   gather_hub_t *h = s->hub;
-  if (child->loop->debug) uva__debug_retrieved(child); /* as asyncio's gather */
+  if (child->loop && child->loop->debug) uva__debug_retrieved(child); /* as asyncio's gather */
   if (!hub_child_ran(&h->h, s)) return;
   /* Failed already: the child's value is freed when its last ref goes. */
   if (h->h.outer->state != UVA__PENDING) return;
@@ -400,7 +400,7 @@ typedef struct wait_for {
 
 static void wait_for_child_done(uva_future_t *child, void *data) {
   wait_for_t *w = data;
-  if (child->loop->debug) uva__debug_retrieved(child);
+  if (child->loop && child->loop->debug) uva__debug_retrieved(child);
   w->child = NULL;
   uva__timer_stop(w->base.loop, &w->timer);
   if (w->base.state != UVA__PENDING) return;
@@ -490,7 +490,7 @@ typedef struct shield {
 
 static void shield_child_done(uva_future_t *child, void *data) {
   shield_t *s = data;
-  if (child->loop->debug) uva__debug_retrieved(child); /* as asyncio's shield */
+  if (child->loop && child->loop->debug) uva__debug_retrieved(child); /* as asyncio's shield */
   s->child = NULL;
   if (s->base.state != UVA__PENDING) return; /* cancelled: the value goes with f */
   int st = child->status;

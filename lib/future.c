@@ -96,13 +96,15 @@ uva__cb_t *uva__cb_alloc(uva_loop_t *loop) {
 }
 
 /* Register cb on f (or queue it at once if f is done). Takes a reference on
- * f that the loop drops after cb has run. */
+ * f that the loop drops after cb has run. The no-loop future is done and
+ * shared by every thread: its node goes on this thread's loop, and its
+ * count is left alone. */
 void uva__cb_add(uva_future_t *f, uva__cb_t *cb) {
-  f->refs++;
+  if (f->loop) f->refs++;
   cb->fut = f;
   cb->next = NULL;
   if (f->state == UVA__DONE) {
-    uva__ready_push(f->loop, cb);
+    uva__ready_push(f->loop ? f->loop : uva__loop(), cb);
   } else if (f->cbs.tail) {
     f->cbs.tail->next = cb;
     f->cbs.tail = cb;
@@ -202,7 +204,7 @@ void *uva_future_value(const uva_future_t *f) {
   return f ? f->value : NULL;
 }
 void *uva_future_take(uva_future_t *f) {
-  if (f == NULL) return NULL;
+  if (f == NULL || f->loop == NULL) return NULL; /* the no-loop future: never written */
   if (f->loop && f->loop->debug && f->state == UVA__DONE) uva__debug_retrieved(f);
   void *v = f->value;
   f->value = NULL;
@@ -211,8 +213,10 @@ void *uva_future_take(uva_future_t *f) {
 
 int uva_future_on_done(uva_future_t *f, uva_done_fn fn, void *data) {
   if (f == NULL || fn == NULL) return f ? UV_EINVAL : UV_ENOMEM;
-  if (f->loop == NULL) return UVA_ENOLOOP; /* no loop to run fn on */
-  uva__cb_t *cb = uva__cb_alloc(f->loop);
+  /* The no-loop future runs fn on this thread's loop, if it has one. */
+  uva_loop_t *loop = f->loop ? f->loop : uva__loop();
+  if (loop == NULL) return UVA_ENOLOOP;
+  uva__cb_t *cb = uva__cb_alloc(loop);
   if (cb == NULL) return UV_ENOMEM;
   cb->fn = fn;
   cb->data = data;
@@ -242,8 +246,9 @@ static int cbq_remove(uva_loop_t *loop, uva__cbq_t *q, uva_future_t *f,
 }
 
 int uva_future_off_done(uva_future_t *f, uva_done_fn fn, void *data) {
-  if (f == NULL || f->loop == NULL) return 0;
-  uva_loop_t *loop = f->loop;
+  if (f == NULL) return 0;
+  uva_loop_t *loop = f->loop ? f->loop : uva__loop(); /* as on_done */
+  if (loop == NULL) return 0;
   int n = cbq_remove(loop, &f->cbs, f, fn, data);
   if (f->state == UVA__DONE) {
     n += cbq_remove(loop, &loop->ready, f, fn, data);

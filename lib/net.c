@@ -672,7 +672,9 @@ static int conn_body(void *arg) {
 }
 
 static void conn_end(uva_future_t *f, void *data) {
-  UVA_UNUSED(f);
+  /* conn_fn's status is ignored (header): the library has read it, so
+   * debug mode does not report a handler's error as one nobody read. */
+  if (f->loop->debug) uva__debug_retrieved(f);
   uva_stream_t *s = data;
   uva_server_t *srv = s->srv;
   uva__list_unlink(&s->link);

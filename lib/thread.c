@@ -264,12 +264,19 @@ int uva_tsfuture_wait(uva_tsfuture_t *t, int64_t timeout_ms, void **out) {
   if (timeout_ms < 0) {
     while (!t->done) uv_cond_wait(&t->cond, &t->mu);
   } else {
-    uint64_t end = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+    /* A timeout too long to count in ns (292 years) is no deadline: the
+     * product would wrap round to one that has passed. And each wait is a
+     * day at most: uv_cond_timedwait adds it to the clock, and a sum that
+     * wraps times out at once. */
+    uint64_t now0 = uv_hrtime();
+    uint64_t end = (uint64_t)timeout_ms > (UINT64_MAX - now0) / 1000000u
+                       ? UINT64_MAX
+                       : now0 + (uint64_t)timeout_ms * 1000000u;
+    const uint64_t day = 86400ull * 1000000000u;
     while (!t->done) {
       uint64_t now = uv_hrtime();
-      if (now >= end || uv_cond_timedwait(&t->cond, &t->mu, end - now) == UV_ETIMEDOUT) {
-        if (!t->done) break;
-      }
+      if (now >= end) break;
+      uv_cond_timedwait(&t->cond, &t->mu, end - now < day ? end - now : day);
     }
   }
   int st = t->done ? t->status : UV_ETIMEDOUT;

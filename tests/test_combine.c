@@ -1738,6 +1738,56 @@ START_TEST(test_timeout_left_entered_by_returning_task_is_stopped) {
 }
 END_TEST
 
+static void count_done_cb(uva_future_t *f, void *data) {
+  ck_assert_int_eq(uva_future_status(f), UVA_ENOLOOP);
+  (*(int *)data)++;
+}
+
+/* A future made on a thread with no loop (the static UVA_ENOLOOP one) is
+ * "safe to await, read and release anywhere": handed to a combinator on a
+ * thread that has a loop, it is a child that failed with UVA_ENOLOOP. */
+static void make_noloop(void *arg) { *(uva_future_t **)arg = uva_future_new(); }
+
+static uva_future_t *noloop_future(void) {
+  uv_thread_t th;
+  uva_future_t *f = NULL;
+  ck_assert_int_eq(uv_thread_create(&th, make_noloop, &f), 0);
+  ck_assert_int_eq(uv_thread_join(&th), 0);
+  ck_assert_int_eq(uva_future_status(f), UVA_ENOLOOP);
+  return f;
+}
+
+TASK_TEST(test_noloop_future_in_combinators) {
+  void *v;
+  uva_future_t *fs[2] = {noloop_future(), uva_sleep(1)};
+  ck_assert_int_eq(uva_await(uva_gather(fs, 2, 0), NULL), UVA_ENOLOOP);
+  fs[0] = noloop_future();
+  fs[1] = uva_spawn(sleep_ms_task, MS(1));
+  ck_assert_int_eq(uva_await(uva_gather(fs, 2, UVA_RETURN_EXCEPTIONS), &v), 0);
+  ck_assert_int_eq(((uva_results_t *)v)->item[0].status, UVA_ENOLOOP);
+  ck_assert_int_eq(((uva_results_t *)v)->item[1].status, 1);
+  uva_results_free(v);
+  fs[0] = noloop_future();
+  fs[1] = uva_sleep(FOREVER_MS);
+  ck_assert_int_eq(uva_await(uva_wait(fs, 2, UVA_FIRST_COMPLETED, -1), NULL), 1);
+  uva_release(fs[1]);
+  ck_assert_int_eq(uva_await(uva_wait_for(noloop_future(), FOREVER_MS), NULL), UVA_ENOLOOP);
+  ck_assert_int_eq(uva_await(uva_shield(noloop_future()), NULL), UVA_ENOLOOP);
+  uva_release(uva_wait_for(noloop_future(), FOREVER_MS)); /* dropped at once */
+  uva_release(uva_shield(noloop_future()));
+  uva_future_t *as[1] = {noloop_future()};
+  uva_as_completed_t *it = uva_as_completed(as, 1, -1);
+  ck_assert_ptr_nonnull(it);
+  ck_assert_int_eq(uva_await(uva_as_completed_next(it), &v), 0);
+  ck_assert_int_eq(uva_await(v, NULL), UVA_ENOLOOP);
+  uva_as_completed_free(it);
+  int ran = 0;
+  ck_assert_int_eq(uva_future_on_done(noloop_future(), count_done_cb, &ran), 0);
+  settle();
+  ck_assert_int_eq(ran, 1);
+  return 0;
+}
+
 static Suite *suite(void) {
   Suite *s = suite_create("combine");
   TCase *tc = tcase_create("gather");
@@ -1822,6 +1872,7 @@ static Suite *suite(void) {
   tc = tcase_create("mixed");
   tcase_add_test(tc, test_gather_of_wait_for_and_shield_cancels_through);
   tcase_add_test(tc, test_loop_close_with_pending_combinators_frees_everything);
+  tcase_add_test(tc, test_noloop_future_in_combinators);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("alloc");

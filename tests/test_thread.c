@@ -47,7 +47,7 @@ static int never_done(void *arg) {
 typedef struct {
   uva_loop_t *loop;
   uva_event_t *done; /* set (on the loop) when the thread has its results */
-  int result, timed_out, cancelled;
+  int result, timed_out, cancelled, huge;
 } sub_t;
 static void set_event(void *arg) { uva_event_set(arg); }
 
@@ -55,6 +55,11 @@ static void submitter(void *arg) {
   sub_t *s = arg;
   uva_tsfuture_t *t = uva_submit_threadsafe(s->loop, doubler, (void *)21);
   s->result = uva_tsfuture_wait(t, -1, NULL);
+  uva_tsfuture_free(t);
+  /* A timeout too long to count in nanoseconds waits, it does not wrap
+   * round to one that has passed. */
+  t = uva_submit_threadsafe(s->loop, doubler, (void *)4);
+  s->huge = uva_tsfuture_wait(t, INT64_MAX, NULL);
   uva_tsfuture_free(t);
   t = uva_submit_threadsafe(s->loop, never_done, NULL);
   s->timed_out = uva_tsfuture_wait(t, 20, NULL);
@@ -66,7 +71,7 @@ static void submitter(void *arg) {
 
 static int submit_from_thread(void *arg) {
   (void)arg;
-  sub_t s = {uva_loop_current(), uva_event_new(), 0, 0, 0};
+  sub_t s = {uva_loop_current(), uva_event_new(), 0, 0, 0, 0};
   uv_thread_t th;
   uv_thread_create(&th, submitter, &s);
   /* Keep the loop turning while the other thread works. */
@@ -74,6 +79,7 @@ static int submit_from_thread(void *arg) {
   uv_thread_join(&th);
   uva_event_free(s.done);
   ck_assert_int_eq(s.result, 42);
+  ck_assert_int_eq(s.huge, 8);
   ck_assert_int_eq(s.timed_out, UV_ETIMEDOUT);
   ck_assert_int_eq(s.cancelled, UV_ECANCELED);
   uva_tsfuture_t *self = uva_submit_threadsafe(uva_loop_current(), doubler, (void *)1);
@@ -673,6 +679,9 @@ static void no_loop_calls(void *arg) {
       uva_release(fs[k]);
       ck_assert_int_eq(uva_cancel(fs[k]), 0);
       ck_assert_int_eq(uva_future_on_done(fs[k], NULL, NULL), UV_EINVAL);
+      ck_assert_ptr_null(uva_future_value(fs[k]));
+      ck_assert_ptr_null(uva_future_take(fs[k]));
+      ck_assert_int_eq(uva_future_off_done(fs[k], NULL, NULL), 0);
     }
     ck_assert_int_eq(uva_await(fs[0], NULL), UVA_ENOLOOP);
     for (size_t k = 1; k < sizeof fs / sizeof fs[0]; k++) uva_release(fs[k]);
