@@ -862,10 +862,11 @@ uva_future_t *uva_getnameinfo(const struct sockaddr *addr, int flags);
  * writer that awaits each write has at most one buffer in flight, so its
  * memory cannot grow however slow the peer; a writer that fires many
  * writes without awaiting them can check uva_stream_write_queue_size().
- * A write that libuv has started cannot be withdrawn: cancelling it
- * completes it (UV_ECANCELED) when libuv calls back, i.e. once the peer
- * has taken the data or the stream is closed (close the stream to stop it
- * for good).
+ * A write that libuv has started cannot be withdrawn: cancelling it changes
+ * nothing, and it completes when libuv calls back with what happened: 0
+ * once the peer has taken the data (the write happened: a retry would
+ * send it twice), UVA_ECLOSED if the stream was closed first (close the
+ * stream to stop it for good).
  *
  * TCP streams have TCP_NODELAY set (as asyncio does): small writes go out
  * at once.

@@ -351,12 +351,13 @@ typedef struct reqop {
     uv_shutdown_t shutdown;
   } req;
   uva_stream_t *s;
-  bool cancel_requested;
 } reqop_t;
 
-/* A started request cannot be withdrawn: complete when libuv calls back. */
+/* A write or shutdown libuv has cannot be withdrawn: the future completes
+ * when libuv calls back, with what really happened (a write that went out
+ * reports 0, so a retry after a cancel does not send it twice). */
 static int req_cancel(uva_future_t *f) {
-  ((reqop_t *)f)->cancel_requested = true;
+  UVA_UNUSED(f);
   return 1;
 }
 
@@ -365,7 +366,6 @@ static const uva__fops_t req_fops = {"stream_req", req_cancel, NULL, sizeof(reqo
 static void req_done(reqop_t *o, int status) {
   uva_loop_t *loop = o->base.loop;
   if (status == UV_ECANCELED && o->s->closing) status = UVA_ECLOSED;
-  else if (o->cancel_requested) status = UV_ECANCELED;
   uva__future_complete(&o->base, status, NULL, NULL);
   loop->jobs--;
   uva_release(&o->base);
